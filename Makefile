@@ -1,0 +1,36 @@
+# Two commands work on a fresh clone: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.gliotl-installed
+
+.PHONY: demo test lint install clean bench
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Reinstalls only when pyproject.toml or TORCH_SPEC changes.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	echo "$(TORCH_SPEC)" > $(STAMP)
+
+install: $(STAMP)
+	@grep -qxF '$(TORCH_SPEC)' $(STAMP) || { rm -f $(STAMP); $(MAKE) $(STAMP); }
+
+demo: install
+	$(BIN)/gliotl demo
+
+test: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python benchmarks/bench_drug.py
+	$(BIN)/python benchmarks/bench_mri_data.py
+	$(BIN)/python benchmarks/bench_mgmt.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

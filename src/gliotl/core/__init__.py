@@ -1,0 +1,1 @@
+"""Shared machinery of both pipelines: configs, run directories, jobs, splits, metrics, reports."""

@@ -1,0 +1,65 @@
+"""Strict configs: pydantic models that reject unknown keys, loaded from YAML with one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from gliotl.errors import GliotlError, input_error
+
+ConfigT = TypeVar("ConfigT", bound="StrictModel")
+
+
+class StrictModel(BaseModel):
+    """Base of every config section: unknown keys are errors, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+def format_validation_error(exc: ValidationError, source: str | Path) -> GliotlError:
+    """Turn pydantic's multi-line report into one line naming the key and what was expected."""
+    err = exc.errors()[0]
+    key = ".".join(str(part) for part in err.get("loc", ())) or "<root>"
+    if err.get("type") == "extra_forbidden":
+        expected = "unknown config key"
+    else:
+        expected = err.get("msg", "invalid value")
+    more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return input_error(source, key, expected + more)
+
+
+def validate_config(model: type[ConfigT], data: dict[str, Any], source: str | Path) -> ConfigT:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise format_validation_error(exc, source) from None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise input_error(path, None, "config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise input_error(path, None, f"invalid YAML{where}") from None
+    if data is None:
+        raise input_error(path, None, "config file is empty")
+    if not isinstance(data, dict):
+        raise input_error(path, None, "expected a mapping of config keys at the top level")
+    return data
+
+
+def load_config(model: type[ConfigT], path: str | Path) -> ConfigT:
+    """Load and validate a YAML config; relative paths inside stay relative to the caller."""
+    return validate_config(model, load_yaml(path), path)
+
+
+def config_to_dict(config: BaseModel) -> dict[str, Any]:
+    """The resolved config as plain YAML-able data (defaults filled in)."""
+    return config.model_dump(mode="json")

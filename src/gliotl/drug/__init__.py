@@ -1,0 +1,1 @@
+"""Drug-response pipeline: N-step transfer learning from expression."""

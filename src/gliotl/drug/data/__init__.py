@@ -1,0 +1,1 @@
+"""Drug-response data: readers of the published formats and cross-platform harmonisation."""

@@ -1,0 +1,1 @@
+"""MGMT methylation from MRI: MedicalNet 3D ResNets and SpotTune adaptive fine-tuning."""

@@ -1,0 +1,1 @@
+"""MRI cohorts: readers, preprocessing, cache, augmentation and the phantom cohort."""
