@@ -1,4 +1,4 @@
-"""Strict configs: pydantic models that reject unknown keys, loaded from YAML with one-line errors."""
+"""Strict configs: pydantic models that reject unknown keys, loaded from YAML, one-line errors."""
 
 from __future__ import annotations
 

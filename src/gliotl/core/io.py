@@ -101,7 +101,9 @@ def load_torch(path: str | Path, map_location: str = "cpu") -> Any:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise input_error(path, None, f"not a readable weights-only torch checkpoint ({first})")
+        raise input_error(
+            path, None, f"not a readable weights-only torch checkpoint ({first})"
+        ) from None
 
 
 def read_json(path: str | Path) -> Any:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import traceback
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -144,20 +145,39 @@ class LocalExecutor:
         import os
 
         threads = max(1, (os.cpu_count() or 1) // self.workers)
-        with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn")) as pool:
-            futures = {
-                pool.submit(
-                    _attempt_in_worker, job, str(run.job_dir(job.job_id)), retries, threads
-                ): job
-                for job in jobs
-            }
-            for future in as_completed(futures):
-                job = futures[future]
-                try:
-                    result, attempts = future.result()
-                except Exception as exc:  # the worker process itself died
-                    result, attempts = exc, 1
-                yield job, result, attempts
+        todo, attempts = list(jobs), {job.job_id: 0 for job in jobs}
+        while todo:
+            # A killed worker breaks the whole pool: the jobs then in flight (at most `workers`,
+            # since no more are submitted) are each charged an attempt and rerun in a new pool.
+            crashed: list[Job] = []
+            broken = False
+            with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn")) as pool:
+                futures: dict[Future, Job] = {}
+                while futures or (todo and not broken):
+                    while todo and not broken and len(futures) < self.workers:
+                        job = todo.pop(0)
+                        attempts[job.job_id] += 1
+                        left = retries - attempts[job.job_id] + 1  # crashes used the rest
+                        args = (job, str(run.job_dir(job.job_id)), left, threads)
+                        futures[pool.submit(_attempt_in_worker, *args)] = job
+                    done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        job = futures.pop(future)
+                        try:
+                            result, tries = future.result()
+                            tries += attempts[job.job_id] - 1
+                        except BrokenProcessPool as exc:  # the worker process died
+                            broken = True
+                            if attempts[job.job_id] <= retries:
+                                crashed.append(job)
+                                continue
+                            result, tries = exc, attempts[job.job_id]
+                        except GliotlError:
+                            raise
+                        except Exception as exc:  # e.g. a result that cannot be pickled
+                            result, tries = exc, attempts[job.job_id]
+                        yield job, result, tries
+            todo = crashed + todo
 
 
 def make_executor(name: str = "local", workers: int = 1, **options: Any) -> Executor:
@@ -166,6 +186,8 @@ def make_executor(name: str = "local", workers: int = 1, **options: Any) -> Exec
     if name == "ray":
         from gliotl.core.ray_executor import RayExecutor
 
+        if workers > 1:  # CPUs of a Ray instance started here ('local'); ignored otherwise
+            options.setdefault("num_cpus", workers)
         return RayExecutor(**options)
     raise GliotlError(f"--executor: expected 'local' or 'ray', got '{name}'")
 
@@ -186,7 +208,9 @@ def run_jobs(
     if len(set(ids)) != len(ids):
         raise ValueError("job ids must be unique")
     executor = executor or LocalExecutor()
-    results = {j.job_id: load_job_result(run.job_dir(j.job_id)) for j in jobs if run.job_done(j.job_id)}
+    results = {
+        j.job_id: load_job_result(run.job_dir(j.job_id)) for j in jobs if run.job_done(j.job_id)
+    }
     todo = [job for job in jobs if job.job_id not in results]
     failures: list[JobFailure] = []
     with Progress(

@@ -12,7 +12,7 @@ import platform
 import shutil
 import socket
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ TRACKED_PACKAGES = (
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def package_versions() -> dict[str, str]:
@@ -170,14 +170,14 @@ class RunDir:
                 run.update_manifest(status="running", resumed=[*started, _now()])
                 return run
             elif status == "finished":
-                raise GliotlError(f"{path}: a finished run is there; pass --overwrite to replace it")
+                raise GliotlError(f"{path}: a finished run is there; --overwrite replaces it")
             else:
                 raise GliotlError(
                     f"{path}: an unfinished run is there; pass --resume to continue it "
                     "or --overwrite to start again"
                 )
         elif path.exists() and any(path.iterdir()):
-            raise GliotlError(f"{path}: folder exists and is not a gliotl run; choose another --out")
+            raise GliotlError(f"{path}: folder exists and is not a gliotl run; pick another --out")
         path.mkdir(parents=True, exist_ok=True)
         run.checkpoints.mkdir(exist_ok=True)
         write_yaml(run.config_path, config)

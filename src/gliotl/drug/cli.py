@@ -1,7 +1,59 @@
-"""CLI: `gliotl drug`."""
+"""CLI: ``gliotl drug run`` and ``gliotl drug predict``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-drug_app = typer.Typer(help="Run N-step transfer-learning experiments for drug response.", no_args_is_help=True)
+drug_app = typer.Typer(
+    help="Run N-step transfer-learning experiments for drug response.", no_args_is_help=True
+)
+
+
+@drug_app.command("run")
+def run_command(
+    config: Path = typer.Argument(..., help="experiment YAML (e.g. configs/gdsc_glioma.yaml)"),
+    out: Path = typer.Option(None, "--out", help="run directory (default runs/<name>-<time>)"),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted run"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a finished run"),
+    executor: str = typer.Option("local", "--executor", help="local or ray"),
+    workers: int = typer.Option(1, "--workers", help="local process-pool size"),
+    ray_address: str = typer.Option(None, "--ray-address", help="auto, local or HOST:PORT"),
+    retries: int = typer.Option(0, "--retries", help="retries of a failed job"),
+) -> None:
+    """Run one drug-response experiment and write its run directory and report."""
+    from gliotl.core.jobs import make_executor
+    from gliotl.drug.config import load_experiment_config
+    from gliotl.drug.experiment import run_drug_experiment
+
+    cfg, base_dir = load_experiment_config(config)
+    options = {"address": ray_address} if executor == "ray" and ray_address else {}
+    run = run_drug_experiment(
+        cfg, base_dir, out=out, resume=resume, overwrite=overwrite,
+        executor=make_executor(executor, workers, **options), retries=retries,
+    )
+    from gliotl.drug.report import print_summary
+
+    print_summary(run)
+
+
+@drug_app.command("predict")
+def predict_command(
+    run_dir: Path = typer.Argument(..., help="a finished drug run directory"),
+    data: Path = typer.Argument(..., help="expression table (samples x genes: CSV/TSV/Parquet, "
+                                "first column = sample id) or a dataset YAML spec"),
+    method: str = typer.Option(None, "--method", help="which saved model (default: reference)"),
+    out: Path = typer.Option(None, "--out", help="CSV to write (default: print)"),
+) -> None:
+    """Apply a run's final model to new samples."""
+    from gliotl.drug.predict import predict_from_run
+
+    frame = predict_from_run(run_dir, data, method=method)
+    if out is None:
+        typer.echo(frame.to_csv(index=False), nl=False)
+    else:
+        from gliotl.core.io import write_csv
+
+        write_csv(out, frame)
+        typer.echo(f"wrote {len(frame)} predictions to {out}")

@@ -1,0 +1,5 @@
+"""``python -m gliotl`` = the ``gliotl`` command."""
+
+from gliotl.cli import main
+
+main()

@@ -1,0 +1,153 @@
+"""Turn an experiment config into per-step matrices (samples x aligned genes, one response each).
+
+Prepared step data are written once into the run directory (``data/<step>.parquet``) so that every
+job, in any process or on any cluster node with the shared run folder, reads identical inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gliotl.core.io import write_json, write_parquet
+from gliotl.drug.config import ExperimentConfig, SampleFilter, StepConfig
+from gliotl.errors import GliotlError
+
+
+@dataclass
+class StepData:
+    """One step's training material: expression ``X`` (samples x genes), response ``y``, and
+    sample annotations (tissue, MGMT status, ...)."""
+
+    name: str
+    X: pd.DataFrame
+    y: pd.Series
+    annotations: pd.DataFrame
+
+
+def step_key(step: str, drug: str | None = None) -> str:
+    """A step instance: the step itself, or the step with its drug replaced (source candidates)."""
+    return f"{step}@{drug}" if drug else step
+
+
+def _apply_filter(samples: pd.DataFrame, flt: SampleFilter, where: str) -> pd.Index:
+    if flt.column not in samples.columns:
+        shown = ", ".join(map(str, samples.columns[:10]))
+        raise GliotlError(
+            f"{where}: field 'filters.column': annotation '{flt.column}' not in the data "
+            f"(found: {shown})"
+        )
+    values = samples[flt.column].astype("string")
+    keep = pd.Series(True, index=samples.index)
+    if flt.equals is not None:
+        keep &= values == flt.equals
+    if flt.not_equals is not None:
+        keep &= values.fillna("") != flt.not_equals
+    if flt.isin is not None:
+        keep &= values.isin(flt.isin)
+    if flt.not_in is not None:
+        keep &= ~values.fillna("").isin(flt.not_in)
+    return samples.index[keep.fillna(False).to_numpy(bool)]
+
+
+def build_step(name: str, step: StepConfig, dataset, drug: str | None = None) -> StepData:
+    """Select one step's samples and response from an aligned dataset."""
+    drug = drug or step.drug
+    kwargs = {"source": step.release} if step.release else {}
+    y = dataset.responses(drug, step.measure, **kwargs)
+    y = y[np.isfinite(y.to_numpy(dtype=float))]
+    samples = dataset.samples.reindex(y.index)
+    keep = y.index
+    for flt in step.filters:
+        keep = keep.intersection(_apply_filter(samples, flt, f"step '{name}'"))
+    y = y.loc[keep].astype(float)
+    if len(y) < 3:
+        raise GliotlError(
+            f"step '{name}': field 'drug': only {len(y)} samples of dataset '{step.dataset}' have "
+            f"'{drug}' {step.measure} after filtering; expected at least 3"
+        )
+    X = dataset.expression.loc[y.index].astype(np.float32)
+    return StepData(step_key(name, drug if drug != step.drug else None), X, y,
+                    dataset.samples.reindex(y.index))
+
+
+def load_and_align(config: ExperimentConfig, base_dir: Path):
+    """Load every dataset the steps use and align their genes by symbol."""
+    from gliotl.drug.data import harmonise
+    from gliotl.drug.data.loaders import load_dataset
+
+    used = sorted({step.dataset for step in config.steps.values()})
+    datasets = {name: load_dataset(config.datasets[name], base_dir=base_dir) for name in used}
+    genes = None
+    if config.genes.list_file:
+        path = (base_dir / config.genes.list_file).resolve()
+        if not path.is_file():
+            raise GliotlError(f"{path}: field 'genes.list_file': gene list file not found")
+        genes = [g.strip() for g in path.read_text().splitlines() if g.strip()]
+    aligned, report = harmonise.align_genes(
+        [datasets[name] for name in used], policy=config.genes.policy, genes=genes
+    )
+    return dict(zip(used, aligned, strict=True)), report
+
+
+def prepare_steps(
+    config: ExperimentConfig, base_dir: Path, data_dir: Path, selected_drug: str | None = None
+) -> dict[str, dict]:
+    """Write every step instance the experiment needs; returns a summary per step instance."""
+    datasets, gene_report = load_and_align(config, base_dir)
+    instances: list[tuple[str, str | None]] = [(name, None) for name in config.steps]
+    if config.source_selection is not None:
+        for drug in config.source_selection.candidates:
+            instances.append((config.source_selection.step, drug))
+    built: dict[str, StepData] = {}
+    for name, drug in instances:
+        step = config.steps[name]
+        data = build_step(name, step, datasets[step.dataset], drug)
+        built[data.name] = data
+    target = built[config.target]
+    for key, data in built.items():
+        if key == config.target:
+            continue
+        overlap = target.X.index.intersection(data.X.index)
+        if len(overlap):
+            raise GliotlError(
+                f"step '{key}': field 'filters': {len(overlap)} target samples also appear in this "
+                f"earlier step (e.g. {overlap[0]}); target samples may not be used earlier"
+            )
+    summary = {}
+    for key, data in built.items():
+        frame = data.X.copy()
+        frame.insert(0, "__y__", data.y.astype(float))
+        write_parquet(data_dir / f"{key}.parquet", frame)
+        write_parquet(data_dir / f"{key}.annotations.parquet", data.annotations.astype("string"))
+        summary[key] = {
+            "samples": int(len(data.y)), "genes": int(data.X.shape[1]),
+            "y_min": float(data.y.min()), "y_max": float(data.y.max()),
+        }
+    write_json(data_dir / "summary.json", {"steps": summary, "genes": _as_dict(gene_report)})
+    return summary
+
+
+def _as_dict(report) -> dict:
+    if hasattr(report, "to_dict"):
+        return report.to_dict()
+    if hasattr(report, "__dict__"):
+        return {k: v for k, v in vars(report).items() if not k.startswith("_")}
+    return dict(report)
+
+
+@lru_cache(maxsize=16)
+def _read_step(path: str, mtime: float) -> StepData:
+    frame = pd.read_parquet(path)
+    annotations = pd.read_parquet(path.replace(".parquet", ".annotations.parquet"))
+    y = frame.pop("__y__")
+    return StepData(Path(path).stem, frame.astype(np.float32), y, annotations)
+
+
+def read_step(data_dir: Path, key: str) -> StepData:
+    path = data_dir / f"{key}.parquet"
+    return _read_step(str(path), path.stat().st_mtime)
