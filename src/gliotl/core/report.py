@@ -1,0 +1,153 @@
+"""One self-contained HTML page per run: inline CSS, plots as embedded PNG, no external resources.
+
+The page must open from a copied folder or an e-mail attachment with no network, so nothing is
+linked (no CDN, fonts or scripts) and every piece of text is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from gliotl.core.io import write_text
+
+CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
+       max-width: 1100px; padding: 0 1em; color: #1d1d1f; line-height: 1.45; }
+h1 { border-bottom: 2px solid #3b6ea5; padding-bottom: .2em; }
+h2 { margin-top: 1.8em; color: #24476b; }
+table { border-collapse: collapse; margin: 1em 0; font-size: .92em; }
+caption { caption-side: top; text-align: left; font-weight: 600; padding-bottom: .3em; }
+th, td { border: 1px solid #c9d3df; padding: .3em .6em; text-align: right; }
+th { background: #eef3f8; }
+td.text, th.text { text-align: left; }
+tr:nth-child(even) td { background: #f8fafc; }
+figure { margin: 1.2em 0; }
+figure img { max-width: 100%; border: 1px solid #e0e0e0; }
+figcaption { font-size: .9em; color: #555; }
+pre { background: #f5f5f7; padding: .8em; overflow-x: auto; font-size: .88em; }
+.note { padding: .6em .9em; border-left: 4px solid #3b6ea5; background: #eef3f8; margin: 1em 0; }
+.note.warning { border-color: #c77700; background: #fff4e0; }
+.footer { margin-top: 3em; font-size: .8em; color: #777; }
+"""
+
+
+def _format_cell(value: Any, float_format: str) -> tuple[str, bool]:
+    """Cell text and whether it is numeric (right-aligned)."""
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value)), False
+    if isinstance(value, int | np.integer):
+        return str(int(value)), True
+    if isinstance(value, float | np.floating):
+        if np.isnan(value):
+            return "", True
+        return float_format.format(float(value)), True
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return "", False
+    return str(value), False
+
+
+class Report:
+    """Builds the HTML page block by block; ``html()`` renders it, ``write()`` saves it."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self._blocks: list[str] = []
+
+    def heading(self, text: str, level: int = 2) -> Report:
+        level = min(max(int(level), 1), 6)
+        self._blocks.append(f"<h{level}>{html.escape(str(text))}</h{level}>")
+        return self
+
+    def paragraph(self, text: str) -> Report:
+        self._blocks.append(f"<p>{html.escape(str(text))}</p>")
+        return self
+
+    def note(self, text: str, kind: str = "info") -> Report:
+        css = "warning" if kind == "warning" else "info"
+        self._blocks.append(f'<div class="note {css}">{html.escape(str(text))}</div>')
+        return self
+
+    def table(self, df: pd.DataFrame, caption: str | None = None,
+              float_format: str = "{:.3f}") -> Report:
+        """A plain HTML table; NaN cells are left blank, all text escaped."""
+        parts = ["<table>"]
+        if caption:
+            parts.append(f"<caption>{html.escape(str(caption))}</caption>")
+        header = "".join(f'<th class="text">{html.escape(str(c))}</th>' for c in df.columns)
+        parts.append(f"<thead><tr>{header}</tr></thead><tbody>")
+        for row in df.itertuples(index=False):
+            cells = []
+            for value in row:
+                text, numeric = _format_cell(value, float_format)
+                css = "" if numeric else ' class="text"'
+                cells.append(f"<td{css}>{html.escape(text)}</td>")
+            parts.append("<tr>" + "".join(cells) + "</tr>")
+        parts.append("</tbody></table>")
+        self._blocks.append("".join(parts))
+        return self
+
+    def figure(self, fig: Any, caption: str | None = None, dpi: int = 110) -> Report:
+        """Embed a matplotlib figure as a base64 PNG and close it (figures hold memory)."""
+        import matplotlib.pyplot as plt
+
+        buffer = io.BytesIO()
+        try:
+            fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+        finally:
+            plt.close(fig)
+        data = base64.b64encode(buffer.getvalue()).decode("ascii")
+        alt = html.escape(str(caption or "figure"), quote=True)
+        block = f'<figure><img alt="{alt}" src="data:image/png;base64,{data}">'
+        if caption:
+            block += f"<figcaption>{html.escape(str(caption))}</figcaption>"
+        self._blocks.append(block + "</figure>")
+        return self
+
+    def config(self, config: dict[str, Any], caption: str = "Configuration") -> Report:
+        """The resolved config as YAML, so the page says exactly what was run."""
+        text = yaml.safe_dump(_plain(config), sort_keys=False, allow_unicode=True)
+        self.heading(caption, 2)
+        self._blocks.append(f"<pre>{html.escape(text)}</pre>")
+        return self
+
+    def html(self) -> str:
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        body = "\n".join(self._blocks)
+        title = html.escape(self.title)
+        return (
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{title}</title><style>{CSS}</style></head><body>\n"
+            f"<h1>{title}</h1>\n{body}\n"
+            f'<p class="footer">Generated by gliotl, {html.escape(stamp)}</p>\n'
+            "</body></html>\n"
+        )
+
+    def write(self, path: str | Path) -> Path:
+        return write_text(path, self.html())
+
+
+def _plain(obj: Any) -> Any:
+    """Make configs YAML-safe (paths, numpy scalars, tuples)."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    if obj is None or isinstance(obj, str | int | float | bool):
+        return obj
+    return str(obj)
+
+
+__all__ = ["Report"]
