@@ -142,3 +142,19 @@ def test_input_validation(cls):
     fitted = cls(np.zeros(6)).fit(X, y)
     with pytest.raises(ValueError):
         fitted.predict(X[:, :3])
+
+
+def test_source_linear_round_trip_and_bad_file(tmp_path):
+    from gliotl.drug.linear_transfer import load_source_linear, save_source_linear
+    from gliotl.errors import GliotlError
+
+    path = save_source_linear(tmp_path / "linear.npz", np.arange(4.0), 1.5)
+    coef, intercept = load_source_linear(path)
+    np.testing.assert_array_equal(coef, np.arange(4.0))
+    assert intercept == 1.5
+    np.savez(tmp_path / "wrong.npz", weights=np.zeros(3))
+    with pytest.raises(GliotlError, match="coef"):
+        load_source_linear(tmp_path / "wrong.npz")
+    (tmp_path / "junk.npz").write_text("not an archive")
+    with pytest.raises(GliotlError, match="junk.npz"):
+        load_source_linear(tmp_path / "junk.npz")

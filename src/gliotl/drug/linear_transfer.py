@@ -19,6 +19,7 @@ caller has already scaled each dataset, pass ``standardize=False`` to both.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -27,13 +28,17 @@ from sklearn.linear_model import ElasticNet, ElasticNetCV
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from gliotl.core.io import atomic_path
 from gliotl.drug.baselines import inner_kfold
+from gliotl.errors import input_error
 
 __all__ = [
     "PriorCenteredElasticNet",
     "SourceLinearModel",
     "TunedPriorCenteredElasticNet",
     "fit_source_linear_model",
+    "load_source_linear",
+    "save_source_linear",
 ]
 
 
@@ -69,6 +74,29 @@ def fit_source_linear_model(
         random_state=seed,
     ).fit(Z, y_src)
     return SourceLinearModel(np.asarray(enet.coef_, dtype=float), float(enet.intercept_), scaler)
+
+
+def save_source_linear(path: str | Path, coef: np.ndarray, intercept: float) -> Path:
+    """Write a source prior atomically as plain arrays (``.npz``, no pickled objects)."""
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, coef=np.asarray(coef, dtype=float), intercept=np.float64(intercept))
+    return path
+
+
+def load_source_linear(path: str | Path) -> tuple[np.ndarray, float]:
+    """Read ``(coef, intercept)`` written by :func:`save_source_linear`; pickles are refused."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            for field in ("coef", "intercept"):
+                if field not in data.files:
+                    raise input_error(path, field, "an array written by save_source_linear")
+            coef, intercept = np.asarray(data["coef"], dtype=float), float(data["intercept"])
+    except (OSError, ValueError) as err:
+        raise input_error(path, None, f"a readable .npz source linear model ({err})") from None
+    if coef.ndim != 1:
+        raise input_error(path, "coef", "a 1-D array of gene coefficients")
+    return coef, intercept
 
 
 class _SourceCentredLinear(RegressorMixin, BaseEstimator):
