@@ -157,9 +157,9 @@ def validate_predictions(
     dup = frame.duplicated(row_key)
     if dup.any():
         row = frame[dup].iloc[0]
-        raise input_error(source, "sample_id", f"sample '{row.sample_id}' of method "
-                          f"'{row.method}' appears twice in repeat {row.repeat} fold {row.fold} "
-                          f"({row.role}); expected one row each")
+        raise input_error(source, "sample_id", f"sample '{row['sample_id']}' of method "
+                          f"'{row['method']}' appears twice in repeat {row['repeat']} fold "
+                          f"{row['fold']} ({row['role']}); expected one row each")
     if not (frame["role"] == "test").any():
         raise input_error(source, "role", "no 'test' rows; expected test predictions")
     return frame.reset_index(drop=True)

@@ -146,10 +146,9 @@ def _split_off(
 
 
 def _kfold_indices(
-    n_splits: int, groups: np.ndarray | None, labels: np.ndarray | None, seed: int
+    n: int, n_splits: int, groups: np.ndarray | None, labels: np.ndarray | None, seed: int
 ) -> list[np.ndarray]:
     """Test indices of each fold, chosen by the matching scikit-learn splitter."""
-    n = len(groups) if groups is not None else len(labels) if labels is not None else 0
     dummy = np.zeros(n)
     with warnings.catch_warnings():
         # "The least populated class has only k members": stratification is best effort there.
@@ -225,7 +224,8 @@ def kfold_splits(
     rows = []
     for repeat in range(n_repeats):
         repeat_seed = derive_seed(seed, "kfold", repeat)
-        tests = _kfold_indices(n_splits, grp if groups is not None else None, labels, repeat_seed)
+        grouping = grp if groups is not None else None
+        tests = _kfold_indices(n, n_splits, grouping, labels, repeat_seed)
         for fold, test_idx in enumerate(tests):
             role = np.full(n, "train", dtype=object)
             role[test_idx] = "test"
@@ -275,7 +275,7 @@ def holdout_kfold_splits(
                 labels[rest_idx], len(rest_idx), "classification", min_count=n_splits
             )
         folds = _kfold_indices(
-            n_splits, grp[rest_idx] if groups is not None else None, rest_labels,
+            len(rest_idx), n_splits, grp[rest_idx] if groups is not None else None, rest_labels,
             derive_seed(repeat_seed, "kfold"),
         )
         for fold, val_local in enumerate(folds):
@@ -345,8 +345,9 @@ def validate_splits(
     dup = frame.duplicated(["sample_id", "repeat", "fold"])
     if dup.any():
         row = frame[dup].iloc[0]
-        raise input_error(source, "sample_id", f"sample '{row.sample_id}' appears twice in repeat "
-                          f"{row.repeat} fold {row.fold}; expected one row per (sample, fold)")
+        raise input_error(source, "sample_id", f"sample '{row['sample_id']}' appears twice in "
+                          f"repeat {row['repeat']} fold {row['fold']}; expected one row per "
+                          "(sample, fold)")
     for (repeat, fold), part in frame.groupby(["repeat", "fold"], sort=True):
         for needed in ("train", "test"):
             if not (part["role"] == needed).any():
