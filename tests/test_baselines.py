@@ -104,6 +104,16 @@ def test_mgmt_status_maps_training_means_and_unknowns_to_overall_mean():
     np.testing.assert_allclose(only.predict(np.array([[1.0], [0.0], [np.nan]])), [4.0, 2.0, 5.0])
 
 
+def test_mgmt_status_accepts_labels_as_an_annotation_column():
+    train = np.array(["Methylated", "methylated", "unmethylated", None, "unmethylated"],
+                     dtype=object).reshape(-1, 1)
+    y = np.array([1.0, 3.0, 8.0, 100.0, 10.0])
+    model = MGMTStatusRegressor().fit(train, y)
+    test = np.array(["METHYLATED", "unmethylated", np.nan, "unknown-code"],
+                    dtype=object).reshape(-1, 1)
+    np.testing.assert_allclose(model.predict(test), [2.0, 9.0, y.mean(), y.mean()])
+
+
 def test_mgmt_status_rejects_bad_column():
     with pytest.raises(ValueError, match="status_column=5"):
         MGMTStatusRegressor(status_column=5).fit(np.zeros((3, 2)), np.arange(3.0))
@@ -125,11 +135,10 @@ def test_input_validation_and_clone(model):
     y_bad[0] = np.nan
     with pytest.raises(ValueError):
         clone(model).fit(X, y_bad)
-    if not isinstance(model, MGMTStatusRegressor):
-        X_bad = X.copy()
-        X_bad[0, 0] = np.inf
-        with pytest.raises(ValueError):
-            clone(model).fit(X_bad, y)
+    X_bad = X.copy()
+    X_bad[0, -1] = np.inf
+    with pytest.raises(ValueError):
+        clone(model).fit(X_bad, y)
     fitted = clone(model).fit(X, y)
     with pytest.raises(ValueError):
         fitted.predict(X[:, :2])  # wrong number of genes

@@ -142,44 +142,57 @@ class RandomForestBaseline(RegressorMixin, BaseEstimator):
         return self.forest_.predict(X)
 
 
+def _status_key(value: object) -> float | str | None:
+    """Normalise a status code: numbers compare as floats (1 == 1.0 == True), labels compare
+    case-insensitively ("Methylated" == "methylated"), missing values are unknown (None)."""
+    if value is None or (isinstance(value, float | np.floating) and np.isnan(value)):
+        return None
+    if isinstance(value, bool | int | float | np.number):
+        if not np.isfinite(float(value)):
+            raise ValueError(f"MGMT status must be a finite code, a label or missing, got {value}")
+        return float(value)
+    text = str(value).strip().lower()
+    return text if text and text not in ("nan", "na", "none") else None
+
+
 class MGMTStatusRegressor(RegressorMixin, BaseEstimator):
     """Predicts the mean training response of the sample's MGMT promoter status.
 
     How the status arrives: as one column of ``X``, chosen by ``status_column`` (default the
-    last, so the engine appends the status to the expression matrix, or passes it alone as an
-    ``n x 1`` matrix). Values are status codes (e.g. 1 = methylated, 0 = unmethylated); NaN
-    means unknown. A sample whose status is unknown or was not seen in training gets the
-    training mean. Every other column is ignored.
+    last), so the engine passes the annotation column alone as an ``n x 1`` array (or appends it
+    to the expression matrix). Codes may be numbers (1 = methylated, 0 = unmethylated) or labels
+    ("methylated", case-insensitive); NaN / None / "" mean unknown. A sample whose status is
+    unknown or was not seen in training gets the training mean. Other columns are ignored.
     """
 
     def __init__(self, status_column: int = -1) -> None:
         self.status_column = status_column
 
-    def _status(self, X: np.ndarray) -> np.ndarray:
+    def _status(self, X: np.ndarray) -> list[float | str | None]:
         n_features = X.shape[1]
         if not -n_features <= self.status_column < n_features:
             raise ValueError(
                 f"status_column={self.status_column} is outside X's {n_features} columns"
             )
-        return X[:, self.status_column]
+        return [_status_key(value) for value in X[:, self.status_column]]
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> MGMTStatusRegressor:
-        X, y = validate_data(self, X, y, y_numeric=True, ensure_all_finite="allow-nan")
+        # dtype=None keeps label columns (strings) as they are; y is still checked numeric/finite
+        X, y = validate_data(self, X, y, y_numeric=True, dtype=None, ensure_all_finite=False)
         status = self._status(X)
         self.mean_ = float(np.mean(y))
-        known = ~np.isnan(status)
-        if np.isinf(status[known]).any():
-            raise ValueError("MGMT status must be a finite code or NaN (unknown), got inf")
-        self.status_means_ = {
-            float(code): float(np.mean(y[known][status[known] == code]))
-            for code in np.unique(status[known])
-        }
+        groups: dict[float | str, list[float]] = {}
+        for code, response in zip(status, y, strict=True):
+            if code is not None:
+                groups.setdefault(code, []).append(float(response))
+        self.status_means_ = {code: float(np.mean(values)) for code, values in groups.items()}
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         check_is_fitted(self, "status_means_")
-        X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan")
-        status = self._status(X)
+        X = validate_data(self, X, reset=False, dtype=None, ensure_all_finite=False)
         return np.array(
-            [self.status_means_.get(float(code), self.mean_) for code in status], dtype=float
+            [self.status_means_.get(code, self.mean_) if code is not None else self.mean_
+             for code in self._status(X)],
+            dtype=float,
         )
