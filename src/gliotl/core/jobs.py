@@ -145,39 +145,51 @@ class LocalExecutor:
         import os
 
         threads = max(1, (os.cpu_count() or 1) // self.workers)
-        todo, attempts = list(jobs), {job.job_id: 0 for job in jobs}
-        while todo:
-            # A killed worker breaks the whole pool: the jobs then in flight (at most `workers`,
-            # since no more are submitted) are each charged an attempt and rerun in a new pool.
-            crashed: list[Job] = []
-            broken = False
+        todo = list(jobs)
+        # A killed worker breaks the whole pool, failing every job then in flight. Only a crash
+        # with one job in flight is charged to it; the others are rerun alone to find the culprit.
+        suspects: list[Job] = []
+        charged = {job.job_id: 0 for job in jobs}  # attempts counted against `retries`
+        started = dict(charged)  # attempts actually run, as reported
+        while todo or suspects:
             with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn")) as pool:
                 futures: dict[Future, Job] = {}
-                while futures or (todo and not broken):
-                    while todo and not broken and len(futures) < self.workers:
-                        job = todo.pop(0)
-                        attempts[job.job_id] += 1
-                        left = retries - attempts[job.job_id] + 1  # crashes used the rest
+                alone = broken = False
+                in_flight = 0
+                while futures or (not broken and (todo or suspects)):
+                    while not broken and not alone and (todo or suspects):
+                        if suspects and futures:
+                            break
+                        if not suspects and len(futures) >= self.workers:
+                            break
+                        alone = bool(suspects)
+                        job = suspects.pop(0) if suspects else todo.pop(0)
+                        charged[job.job_id] += 1
+                        started[job.job_id] += 1
+                        left = retries - charged[job.job_id] + 1
                         args = (job, str(run.job_dir(job.job_id)), left, threads)
                         futures[pool.submit(_attempt_in_worker, *args)] = job
+                        in_flight = len(futures)
                     done, _ = wait(futures, return_when=FIRST_COMPLETED)
                     for future in done:
                         job = futures.pop(future)
+                        alone = False
                         try:
                             result, tries = future.result()
-                            tries += attempts[job.job_id] - 1
-                        except BrokenProcessPool as exc:  # the worker process died
+                            tries += started[job.job_id] - 1
+                        except BrokenProcessPool as exc:  # a worker process died
                             broken = True
-                            if attempts[job.job_id] <= retries:
-                                crashed.append(job)
+                            if in_flight > 1:
+                                charged[job.job_id] -= 1
+                            if in_flight > 1 or charged[job.job_id] <= retries:
+                                suspects.append(job)
                                 continue
-                            result, tries = exc, attempts[job.job_id]
+                            result, tries = exc, started[job.job_id]
                         except GliotlError:
                             raise
                         except Exception as exc:  # e.g. a result that cannot be pickled
-                            result, tries = exc, attempts[job.job_id]
+                            result, tries = exc, started[job.job_id]
                         yield job, result, tries
-            todo = crashed + todo
 
 
 def make_executor(name: str = "local", workers: int = 1, **options: Any) -> Executor:
