@@ -91,11 +91,22 @@ def _correlation(kind: str, a: np.ndarray, b: np.ndarray) -> float:
     return float(stats.pearsonr(a, b).statistic)
 
 
+def midrank(x: np.ndarray) -> np.ndarray:
+    """1-based midranks (ties share their average rank) from one sort, as in Sun & Xu (2014);
+    several times faster than scipy's rankdata on small arrays, which matters in bootstraps."""
+    order = np.argsort(x, kind="mergesort")
+    _, run_of, run_length = np.unique(x[order], return_inverse=True, return_counts=True)
+    run_start = np.cumsum(run_length) - run_length
+    ranks = np.empty(x.size, dtype=float)
+    ranks[order] = (run_start + (run_length - 1) / 2.0 + 1.0)[run_of]
+    return ranks
+
+
 def fast_spearman(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Spearman as Pearson of midranks (no input checks): the inner loop of the bootstrap."""
     if np.ptp(y_true) == 0 or np.ptp(y_pred) == 0:
         return float("nan")
-    return float(np.corrcoef(stats.rankdata(y_true), stats.rankdata(y_pred))[0, 1])
+    return float(np.corrcoef(midrank(y_true), midrank(y_pred))[0, 1])
 
 
 def regression_metrics(
@@ -152,7 +163,7 @@ def fast_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
     n = y_true.size - m
     if m == 0 or n == 0:
         return float("nan")
-    ranks = stats.rankdata(y_score)
+    ranks = midrank(y_score)
     return float((ranks[positive].sum() - m * (m + 1) / 2) / (m * n))
 
 
@@ -268,5 +279,6 @@ __all__ = [
     "classification_metrics",
     "fast_auc",
     "fast_spearman",
+    "midrank",
     "regression_metrics",
 ]

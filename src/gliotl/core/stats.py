@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
-from gliotl.core.metrics import check_arrays, check_binary
+from gliotl.core.metrics import check_arrays, check_binary, midrank
 from gliotl.errors import input_error
 
 WILCOXON = "paired Wilcoxon signed-rank"
@@ -50,16 +50,6 @@ def paired_wilcoxon(
     return result
 
 
-def _midrank(x: np.ndarray) -> np.ndarray:
-    """Midranks (ties share the average rank), 1-based, via one sort (Sun & Xu, Alg. 1)."""
-    order = np.argsort(x, kind="mergesort")
-    _, run_of, run_length = np.unique(x[order], return_inverse=True, return_counts=True)
-    run_start = np.cumsum(run_length) - run_length
-    ranks = np.empty(x.size, dtype=float)
-    ranks[order] = (run_start + (run_length - 1) / 2.0 + 1.0)[run_of]
-    return ranks
-
-
 def delong_components(
     y_true: np.ndarray, scores: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -78,8 +68,8 @@ def delong_components(
     auc = np.empty(k)
     for r in range(k):
         x, y = scores[r, positive], scores[r, ~positive]
-        tz = _midrank(np.concatenate([x, y]))
-        tx, ty = _midrank(x), _midrank(y)
+        tz = midrank(np.concatenate([x, y]))
+        tx, ty = midrank(x), midrank(y)
         auc[r] = tz[:m].sum() / (m * n) - (m + 1.0) / (2.0 * n)
         v10[r] = (tz[:m] - tx) / n
         v01[r] = 1.0 - (tz[m:] - ty) / m
