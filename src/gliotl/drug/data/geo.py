@@ -195,7 +195,8 @@ def read_geo(
     """Read counts + series matrix; ``responses`` maps measure -> characteristic key.
 
     e.g. ``{"AUC": "tmz auc", "IC50": "tmz ic50", "viability": "viability 100um"}``. Sample IDs
-    are the normalised titles; counts columns may use titles or GSM accessions.
+    are the normalised titles; counts columns may use titles or GSM accessions. As in edgeR's
+    ``y[keep, , keep.lib.sizes=FALSE]``, library sizes are recomputed over the kept genes.
     """
     counts_path, series_matrix_path = Path(counts_path), Path(series_matrix_path)
     frame = read_table(counts_path)
@@ -204,7 +205,8 @@ def read_geo(
         gene_column = next((lower[c] for c in SYMBOL_COLUMNS if c in lower), frame.columns[0])
     elif gene_column not in frame.columns:
         raise input_error(counts_path, gene_column, "gene column missing")
-    text_columns = [c for c in frame.columns if c != gene_column and frame[c].dtype == object
+    text_columns = [c for c in frame.columns if c != gene_column
+                    and not pd.api.types.is_numeric_dtype(frame[c])
                     and pd.to_numeric(frame[c], errors="coerce").isna().all()]
     sample_columns = [c for c in frame.columns if c != gene_column and c not in text_columns]
     if not sample_columns:

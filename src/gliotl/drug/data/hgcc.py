@@ -38,7 +38,7 @@ def _sample_column(frame: pd.DataFrame, path: Path, wanted: str | None) -> str:
         if str(column).strip().lower() in SAMPLE_COLUMN_NAMES:
             return column
     for column in frame.columns:
-        if frame[column].dtype == object and _looks_like_cultures(frame[column]):
+        if not pd.api.types.is_numeric_dtype(frame[column]) and _looks_like_cultures(frame[column]):
             return column
     raise input_error(path, "sample", "no column of culture IDs (U3065MG, ...) found")
 

@@ -89,14 +89,19 @@ DatasetSpec = Annotated[
     Field(discriminator="kind"),
 ]
 _ADAPTER: TypeAdapter = TypeAdapter(DatasetSpec)
+_BY_KIND = {m.model_fields["kind"].annotation.__args__[0]: m for m in
+            (GdscReleaseSpec, GdscPypiSpec, HgccSpec, GeoSpec, DrevalpySpec, TableSpec)}
 
 
 def parse_spec(data: dict[str, Any] | Any, source: str | Path = "<dataset spec>") -> Any:
     """Validate a raw mapping into the matching spec model (one-line error on failure)."""
     if isinstance(data, StrictModel):
         return data
+    kind = data.get("kind") if isinstance(data, dict) else None
+    model = _BY_KIND.get(kind) if isinstance(kind, str) else None
     try:
-        return _ADAPTER.validate_python(data)
+        # validating against the matching model keeps error locations free of the tag
+        return model.model_validate(data) if model else _ADAPTER.validate_python(data)
     except ValidationError as exc:
         raise format_validation_error(exc, source) from None
 
