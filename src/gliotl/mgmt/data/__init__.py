@@ -1,1 +1,48 @@
-"""MRI cohorts: readers, preprocessing, cache, augmentation and the phantom cohort."""
+"""MRI cohorts: readers, preprocessing, cache, augmentation and the phantom cohort.
+
+Heavy modules (torch, MONAI) are imported lazily by the functions that need them.
+"""
+
+from gliotl.mgmt.data.cache import FillReport, VolumeCache
+from gliotl.mgmt.data.cohort import (
+    Cohort,
+    read_cohort_table,
+    read_rsna,
+    read_upenn,
+    write_cohort_table,
+)
+from gliotl.mgmt.data.dataset import AugmentConfig, MRIDataset
+from gliotl.mgmt.data.modalities import (
+    MODALITIES,
+    MODALITY_GROUPS,
+    RSNA_MODALITIES,
+    resolve_modalities,
+)
+from gliotl.mgmt.data.phantom import make_phantom_cohort, oracle_auc
+from gliotl.mgmt.data.prepare import CohortSource, PrepareConfig, load_cohort, run_prepare
+from gliotl.mgmt.data.preprocess import PreprocessConfig, check_geometry, preprocess_patient
+
+__all__ = [
+    "MODALITIES",
+    "MODALITY_GROUPS",
+    "RSNA_MODALITIES",
+    "AugmentConfig",
+    "Cohort",
+    "CohortSource",
+    "FillReport",
+    "MRIDataset",
+    "PrepareConfig",
+    "PreprocessConfig",
+    "VolumeCache",
+    "check_geometry",
+    "load_cohort",
+    "make_phantom_cohort",
+    "oracle_auc",
+    "preprocess_patient",
+    "read_cohort_table",
+    "read_rsna",
+    "read_upenn",
+    "resolve_modalities",
+    "run_prepare",
+    "write_cohort_table",
+]

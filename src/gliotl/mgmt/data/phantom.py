@@ -1,0 +1,353 @@
+"""A synthetic MGMT cohort in the exact UPenn-GBM layout, built on real brain anatomy.
+
+Anatomy: the MNI152 2009c T1 template and its grey / white-matter maps, shipped inside nilearn's
+wheel (read from disk, no download). Per patient the template is scaled and warped by a smooth
+random displacement (a different "brain" each time), resampled to the phantom grid (240x240x155
+at 1 mm by default, stored like SRI-24 / BraTS with an LPS affine; smaller shapes cover the same
+field of view with larger voxels), and a tumour is placed in white matter: a necrotic core
+(label 1), an enhancing rim (label 4) and surrounding oedema (label 2), with irregular borders.
+All 11 UPenn modalities are synthesised with plausible relative contrasts (T1 from the real
+template; T2 / FLAIR / DTI / DSC from tissue fractions and tumour compartments), bias fields and
+noise; outside the brain every map is 0 (skull-stripped, as the real data).
+
+How the MGMT label is encoded (``signal`` = s >= 0). Two latent tumour properties are drawn per
+patient, each Gaussian with its own spread, and shifted by +-0.75 s standard deviations between
+classes (methylated = +1, unmethylated = -1):
+
+* necrotic fraction of the tumour core (volume of label 1 / labels 1+4):
+  mean 0.35 - 0.75 s * 0.08 * y, sd 0.08 -> methylated tumours are LESS necrotic;
+* enhancement strength e (relative T1GD increase of the enhancing rim, also scaling the rim's
+  rCBV / DSC peak height and the rim's texture heterogeneity 0.1 + 0.25 e):
+  mean 0.6 + 0.75 s * 0.15 * y, sd 0.15 -> methylated tumours enhance MORE and more unevenly.
+
+Each property alone separates the classes by 1.5 s standard deviations; an ideal model that
+recovers both reaches AUC = Phi(1.5 s) (0.93 at s = 1, 0.5 at s = 0: with s = 0 images carry no
+label information at all). :func:`oracle_auc` gives that number. Everything else (anatomy,
+tumour position and size, oedema extent, noise) is independent of the label.
+
+As in the real cohort, some patients lack DTI or DSC, some labels are Indeterminate or Not
+Available, a few patients have a ``_21`` follow-up scan, and a subset has an expert
+segmentation (``images_segm``). ``phantom_truth.csv`` (not part of UPenn) records the latents.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gliotl.core.io import write_bytes, write_csv
+from gliotl.errors import GliotlError
+from gliotl.mgmt.data.modalities import UPENN_FILES
+
+FULL_SHAPE = (240, 240, 155)
+FIELD_OF_VIEW_MM = (240.0, 240.0, 155.0)
+NECROSIS_MEAN, NECROSIS_SD = 0.35, 0.08
+ENHANCE_MEAN, ENHANCE_SD = 0.6, 0.15
+SHIFT_SD = 0.75  # class means sit +-0.75 s sd from the overall mean
+METHYLATED_FRACTION = 121 / 291  # UPenn-GBM v2.1 among labelled patients
+CLINICAL_NAME = "UPENN-GBM_clinical_info_v2.1.csv"
+
+# Relative contrasts per compartment: csf, grey matter, white matter, necrosis, enhancing, oedema.
+CONTRASTS = {
+    "T2": (1.0, 0.55, 0.4, 0.9, 0.6, 0.8),
+    "FLAIR": (0.08, 0.55, 0.4, 0.45, 0.65, 0.85),
+    "MD": (3.0, 0.8, 0.7, 2.0, 1.1, 1.5),  # 1e-3 mm^2/s
+    "FA": (0.05, 0.15, 0.45, 0.08, 0.15, 0.2),
+    "rCBV": (0.3, 1.6, 0.8, 0.25, 2.2, 0.9),
+    "PSR": (0.95, 0.88, 0.9, 0.85, 0.7, 0.88),
+}
+
+
+def oracle_auc(signal: float) -> float:
+    """AUC of an ideal classifier on the two latent properties: Phi(1.5 * signal)."""
+    return 0.5 * (1.0 + math.erf(1.5 * signal / math.sqrt(2.0)))
+
+
+def _template() -> dict[str, np.ndarray | np.ndarray]:
+    import nibabel as nib
+    import nilearn
+
+    folder = Path(nilearn.__file__).parent / "datasets" / "data"
+    maps = {}
+    for name in ("t1", "gm", "wm"):
+        path = folder / f"mni_icbm152_{name}_tal_nlin_sym_09a_converted.nii.gz"
+        if not path.is_file():
+            raise GliotlError(f"{path}: MNI152 template missing from the nilearn installation")
+        image = nib.load(str(path))
+        maps[name] = np.asarray(image.dataobj, dtype=np.float32) / 255.0
+        maps["affine"] = image.affine
+    return maps
+
+
+def phantom_affine(shape: tuple[int, int, int]) -> np.ndarray:
+    """LPS-stored grid like SRI-24 / BraTS: x and y run right-to-left / anterior-to-posterior."""
+    sizes = [fov / n for fov, n in zip(FIELD_OF_VIEW_MM, shape, strict=True)]
+    affine = np.diag([-sizes[0], -sizes[1], sizes[2], 1.0])
+    # grid centre -> MNI point (0, -18, 12): the brain sits in the middle of the box
+    centre = (np.asarray(shape) - 1) / 2.0
+    affine[:3, 3] = np.array([0.0, -18.0, 12.0]) - affine[:3, :3] @ centre
+    return affine
+
+
+def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...], coarse: tuple[int, ...],
+                  channels: int = 1) -> np.ndarray:
+    """Random field smooth at the scale of the coarse grid (trilinear upsampling)."""
+    import torch
+    import torch.nn.functional as F
+
+    base = torch.from_numpy(rng.standard_normal((1, channels, *coarse)).astype(np.float32))
+    out = F.interpolate(base, size=tuple(shape), mode="trilinear", align_corners=True)
+    return out[0].numpy()
+
+
+def _warp_anatomy(template: dict, shape: tuple[int, int, int], rng: np.random.Generator
+                  ) -> dict[str, np.ndarray]:
+    """Template maps resampled onto the phantom grid through a random scale + smooth warp
+    (one batched trilinear ``grid_sample`` for the three maps)."""
+    import torch
+    import torch.nn.functional as F
+
+    affine = phantom_affine(shape)
+    inverse = np.linalg.inv(template["affine"])
+    scale = rng.normal(1.0, 0.04, size=3)
+    # phantom voxel -> world (scaled about the origin) -> template voxel, as one affine map
+    to_template = inverse @ np.diag([*(1.0 / scale), 1.0]) @ affine
+    axes = [torch.arange(n, dtype=torch.float32) for n in shape]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)  # (X, Y, Z, 3)
+    matrix = torch.from_numpy(to_template[:3, :3].astype(np.float32))
+    offset = torch.from_numpy(to_template[:3, 3].astype(np.float32))
+    coords = grid @ matrix.T + offset
+    del grid
+    warp_mm = 4.0 * _smooth_field(rng, shape, (5, 5, 4), channels=3)  # ~4 mm smooth warp
+    warp_vox = np.tensordot(inverse[:3, :3].astype(np.float32), warp_mm, axes=1)
+    coords += torch.from_numpy(np.moveaxis(warp_vox, 0, -1))
+    sizes = torch.tensor(template["t1"].shape, dtype=torch.float32)
+    normalised = (2.0 * coords / (sizes - 1.0) - 1.0).flip(-1)  # grid_sample wants (W, H, D)
+    stack = torch.from_numpy(np.stack([template[n] for n in ("t1", "gm", "wm")]))[None]
+    with torch.no_grad():
+        out = F.grid_sample(stack, normalised[None], mode="bilinear", padding_mode="zeros",
+                            align_corners=True)[0].numpy()
+    return {"t1": out[0], "gm": out[1], "wm": out[2]}
+
+
+def _tumour(anatomy: dict[str, np.ndarray], shape: tuple[int, int, int], rng: np.random.Generator,
+            necrotic_fraction: float) -> np.ndarray:
+    """Label map 0 / 1 necrosis / 2 oedema / 4 enhancing, placed in central white matter."""
+    sizes = np.array([fov / n for fov, n in zip(FIELD_OF_VIEW_MM, shape, strict=True)])
+    brain = anatomy["t1"] > 0.02
+    wm = anatomy["wm"] > 0.5
+    centre_zone = np.zeros(shape, dtype=bool)
+    lo = [int(n * 0.3) for n in shape]
+    hi = [int(n * 0.7) for n in shape]
+    centre_zone[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = True
+    candidates = np.argwhere(wm & centre_zone)
+    if len(candidates) == 0:
+        candidates = np.argwhere(brain & centre_zone)
+    centre = candidates[rng.integers(len(candidates))]
+    grids = np.meshgrid(*[(np.arange(n) - c) * s for n, c, s in zip(shape, centre, sizes,
+                                                                     strict=True)],
+                        indexing="ij", sparse=True)
+    dist = np.sqrt(sum(g.astype(np.float32) ** 2 for g in grids))
+    bumps = _smooth_field(rng, shape, (6, 6, 5))[0]
+    dist = dist / (1.0 + 0.12 * np.clip(bumps, -2.5, 2.5))  # irregular borders
+    r_core = rng.uniform(15.0, 25.0)
+    r_necrosis = r_core * float(np.clip(necrotic_fraction, 0.02, 0.9)) ** (1.0 / 3.0)
+    r_oedema = r_core + rng.uniform(8.0, 18.0)
+    labels = np.zeros(shape, dtype=np.uint8)
+    labels[(dist < r_oedema) & brain] = 2
+    labels[(dist < r_core) & brain] = 4
+    labels[(dist < r_necrosis) & brain] = 1
+    return labels
+
+
+def _axial_symmetric(md: np.ndarray, fa: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Axial / radial diffusivity of a cylindrically symmetric tensor with given MD and FA."""
+    fa = np.clip(fa, 0.0, 0.95, dtype=np.float32)
+    a = np.sqrt(3 * fa**2 / (9 - 6 * fa**2))
+    return md * (1 + 2 * a), md * (1 - a)
+
+
+def _synthesise(anatomy: dict[str, np.ndarray], labels: np.ndarray, enhancement: float,
+                rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The 11 modality maps (float32, zero outside the brain)."""
+    shape = labels.shape
+    brain = anatomy["t1"] > 0.02
+    gm, wm = anatomy["gm"], anatomy["wm"]
+    csf = np.clip(1.0 - gm - wm, 0.0, 1.0)
+    necrosis, rim, oedema = labels == 1, labels == 4, labels == 2
+    compartments = (necrosis, rim, oedema)
+    texture = _smooth_field(rng, shape, tuple(max(2, n // 8) for n in shape))[0][rim]
+    rim_gain = 1.0 + enhancement * (1.0 + (0.1 + 0.25 * enhancement) * texture)
+
+    def mix(values: tuple[float, ...]) -> np.ndarray:
+        out = values[0] * csf + values[1] * gm + values[2] * wm
+        for mask, value in zip(compartments, values[3:], strict=True):
+            out[mask] = value
+        return out
+
+    t1 = anatomy["t1"] * np.float32(0.85 / 0.72)
+    for mask, value in zip(compartments, (0.3, 0.55, 0.6), strict=True):
+        t1[mask] = value
+    t1gd = t1.copy()
+    t1gd[rim] *= rim_gain
+    maps = {"T1": t1, "T1GD": t1gd, "T2": mix(CONTRASTS["T2"]), "FLAIR": mix(CONTRASTS["FLAIR"])}
+    md = mix(CONTRASTS["MD"])
+    fa = mix(CONTRASTS["FA"])
+    ad, rd = _axial_symmetric(md, fa)
+    maps.update({"DTI_AD": ad, "DTI_FA": fa, "DTI_RD": rd, "DTI_TR": 3 * md})
+    rcbv = mix(CONTRASTS["rCBV"])
+    rcbv[rim] *= 1.0 + 0.5 * enhancement * rim_gain
+    maps.update({"DSC_ap-rCBV": rcbv, "DSC_PH": 25.0 * rcbv + 5.0,
+                 "DSC_PSR": mix(CONTRASTS["PSR"])})
+    bias = (1.0 + 0.05 * _smooth_field(rng, shape, (3, 3, 3))[0])[brain]
+    reference = brain & (wm > 0.5)
+    out = {}
+    for name, volume in maps.items():
+        values = volume[brain]
+        scale = float(np.median(volume[reference])) if reference.any() else 1.0
+        noise = rng.standard_normal(values.shape, dtype=np.float32) * np.float32(0.03 * scale)
+        result = np.zeros(shape, dtype=np.float32)
+        result[brain] = np.maximum(values * bias + noise, 1e-3 * scale)
+        out[name] = result
+    return out
+
+
+def _save_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
+    """Atomic .nii.gz write (fast compression: the phantom is mostly about geometry)."""
+    import nibabel as nib
+
+    image = nib.Nifti1Image(data, affine)
+    image.header.set_xyzt_units("mm")
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    write_bytes(path, gzip.compress(image.to_bytes(), compresslevel=1))
+
+
+def _structural_int16(volume: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(volume * 1000.0), 0, 32767).astype(np.int16)
+
+
+def _write_patient(out: Path, patient_id: str, shape: tuple[int, int, int],
+                   rng: np.random.Generator, template: dict, necrotic_fraction: float,
+                   enhancement: float, has_dti: bool, has_dsc: bool, has_expert: bool) -> None:
+    affine = phantom_affine(shape)
+    anatomy = _warp_anatomy(template, shape, rng)
+    labels = _tumour(anatomy, shape, rng, necrotic_fraction)
+    maps = _synthesise(anatomy, labels, enhancement, rng)
+    files: list[tuple[Path, np.ndarray]] = []
+    for modality, (folder, suffix) in UPENN_FILES.items():
+        if folder == "images_DTI" and not has_dti or folder == "images_DSC" and not has_dsc:
+            continue
+        volume = maps[modality]
+        if folder == "images_structural":
+            volume = _structural_int16(volume)
+        files.append((out / folder / patient_id / f"{patient_id}_{suffix}.nii.gz", volume))
+    files.append((out / "automated_segm" / f"{patient_id}_automated_approx_segm.nii.gz", labels))
+    if has_expert:
+        files.append((out / "images_segm" / f"{patient_id}_segm.nii.gz", labels))
+    # gzip compression releases the GIL: write the files in parallel threads
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        for future in [pool.submit(_save_nifti, path, data, affine) for path, data in files]:
+            future.result()
+
+
+def make_phantom_cohort(
+    out: str | Path,
+    n_patients: int,
+    shape: tuple[int, int, int] = FULL_SHAPE,
+    signal: float = 1.0,
+    seed: int = 0,
+    missing_dti_fraction: float = 0.25,
+    missing_dsc_fraction: float = 0.2,
+    indeterminate_fraction: float = 0.1,
+    not_available_fraction: float = 0.1,
+    followup_fraction: float = 0.05,
+    expert_fraction: float = 0.3,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Write a phantom UPenn-GBM cohort of ``n_patients`` pre-operative patients; returns the
+    truth table (also written as ``phantom_truth.csv``). Deterministic for a given seed."""
+    if n_patients < 1:
+        raise GliotlError(f"--patients must be >= 1, got {n_patients}")
+    shape = tuple(int(n) for n in shape)
+    if len(shape) != 3 or min(shape) < 16:
+        raise GliotlError(f"shape must be three sizes >= 16 (x, y, z), got {shape}")
+    for name, value in [("missing_dti_fraction", missing_dti_fraction),
+                        ("missing_dsc_fraction", missing_dsc_fraction),
+                        ("indeterminate_fraction", indeterminate_fraction),
+                        ("not_available_fraction", not_available_fraction),
+                        ("followup_fraction", followup_fraction),
+                        ("expert_fraction", expert_fraction)]:
+        if not 0.0 <= value <= 1.0:
+            raise GliotlError(f"{name} must be in [0, 1], got {value}")
+    if indeterminate_fraction + not_available_fraction > 1.0:
+        raise GliotlError("indeterminate_fraction + not_available_fraction must be <= 1")
+    if signal < 0:
+        raise GliotlError(f"signal must be >= 0, got {signal}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng([seed, 0])
+
+    # label status with exact counts, then a random assignment to patients
+    n_ind = int(round(n_patients * indeterminate_fraction))
+    n_na = int(round(n_patients * not_available_fraction))
+    n_lab = n_patients - n_ind - n_na
+    n_meth = int(round(n_lab * METHYLATED_FRACTION))
+    if n_lab >= 2:
+        n_meth = min(max(n_meth, 1), n_lab - 1)
+    status = (["Methylated"] * n_meth + ["Unmethylated"] * (n_lab - n_meth)
+              + ["Indeterminate"] * n_ind + ["Not Available"] * n_na)
+    status = [status[i] for i in rng.permutation(n_patients)]
+    no_dti = set(rng.permutation(n_patients)[: int(round(n_patients * missing_dti_fraction))])
+    no_dsc = set(rng.permutation(n_patients)[: int(round(n_patients * missing_dsc_fraction))])
+    expert = set(rng.permutation(n_patients)[: int(round(n_patients * expert_fraction))])
+    n_follow = max(1, int(round(n_patients * followup_fraction))) if followup_fraction else 0
+    followups = set(rng.permutation(n_patients)[:n_follow])
+
+    template = _template()
+    truth, clinical = [], []
+    for index in range(n_patients):
+        prng = np.random.default_rng([seed, 1, index])
+        mgmt = status[index]
+        hidden = {"Methylated": 1, "Unmethylated": 0}.get(mgmt, int(prng.integers(2)))
+        sign = 1.0 if hidden == 1 else -1.0
+        necrotic = prng.normal(NECROSIS_MEAN - SHIFT_SD * signal * NECROSIS_SD * sign,
+                               NECROSIS_SD)
+        enhance = prng.normal(ENHANCE_MEAN + SHIFT_SD * signal * ENHANCE_SD * sign, ENHANCE_SD)
+        necrotic, enhance = float(np.clip(necrotic, 0.02, 0.9)), float(np.clip(enhance, 0.05, 2))
+        base = f"UPENN-GBM-{index + 1:05d}"
+        scans = [(f"{base}_11", False)] + ([(f"{base}_21", True)] if index in followups else [])
+        for patient_id, is_followup in scans:
+            _write_patient(out, patient_id, shape, prng, template, necrotic, enhance,
+                           index not in no_dti, index not in no_dsc, index in expert)
+            truth.append({
+                "patient_id": patient_id, "MGMT": mgmt, "hidden_label": hidden,
+                "necrotic_fraction": necrotic, "enhancement": enhance,
+                "has_dti": index not in no_dti, "has_dsc": index not in no_dsc,
+                "has_expert_segm": index in expert, "followup": is_followup,
+            })
+            clinical.append({
+                "ID": patient_id,
+                "Gender": "M" if prng.random() < 0.6 else "F",
+                "Age_at_scan_years": round(float(prng.normal(63, 11)), 2),
+                "Survival_from_surgery_days_UPDATED": int(prng.integers(30, 1500)),
+                "Survival_Status": "Deceased" if prng.random() < 0.8 else "Alive",
+                "Survival_Censor": "",
+                "IDH1": "Wildtype",
+                "MGMT": mgmt,
+                "KPS": int(prng.choice([70, 80, 90, 100])),
+                "GTR_over90percent": "Y" if prng.random() < 0.5 else "N",
+                "PsP_TP_score": "",
+            })
+        if progress:
+            print(f"phantom patient {index + 1}/{n_patients}", flush=True)
+    truth_frame = pd.DataFrame(truth)
+    write_csv(out / CLINICAL_NAME, pd.DataFrame(clinical))
+    write_csv(out / "phantom_truth.csv", truth_frame)
+    return truth_frame
