@@ -36,7 +36,7 @@ def inner_kfold(n_samples: int, n_splits: int, seed: int | None) -> KFold:
     fail outright; fewer inner folds is the honest fallback, never a silent leak.
     """
     if n_samples < 2:
-        raise ValueError(f"inner cross-validation needs at least 2 samples, got {n_samples}")
+        raise ValueError(f"inner cross-validation needs 2+ samples, got n_samples = {n_samples}")
     return KFold(n_splits=max(2, min(n_splits, n_samples)), shuffle=True, random_state=seed)
 
 
@@ -94,6 +94,7 @@ class TunedElasticNet(RegressorMixin, BaseEstimator):
         self.alpha_ = float(enet.alpha_)
         self.l1_ratio_ = float(enet.l1_ratio_)
         self.coef_ = enet.coef_
+        self.n_iter_ = int(enet.n_iter_)
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:

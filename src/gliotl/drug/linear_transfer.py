@@ -172,6 +172,7 @@ class PriorCenteredElasticNet(_SourceCentredLinear):
         if np.isinf(self.alpha):
             delta = np.zeros_like(prior)
             delta_intercept = float(residual.mean()) if self.fit_intercept else 0.0
+            self.n_iter_ = 0
         else:
             enet = ElasticNet(
                 alpha=self.alpha,
@@ -180,6 +181,7 @@ class PriorCenteredElasticNet(_SourceCentredLinear):
                 max_iter=self.max_iter,
             ).fit(Z, residual)
             delta, delta_intercept = enet.coef_, float(enet.intercept_)
+            self.n_iter_ = int(enet.n_iter_)
         self.coef_ = prior + delta
         self.intercept_ = prior_intercept + delta_intercept
         return self
@@ -222,7 +224,8 @@ class TunedPriorCenteredElasticNet(_SourceCentredLinear):
         if np.std(residual) <= 1e-12 * max(1.0, float(np.std(y))):
             # Nothing left to correct (up to rounding): no alpha grid exists for a constant.
             self.alpha_, self.l1_ratio_ = np.inf, float(self.l1_ratios[-1])
-            delta, delta_intercept = np.zeros_like(prior), float(residual[0])
+            delta, delta_intercept = np.zeros_like(prior), float(residual.mean())
+            self.n_iter_ = 0
         else:
             enet = ElasticNetCV(
                 l1_ratio=list(self.l1_ratios),
@@ -233,6 +236,7 @@ class TunedPriorCenteredElasticNet(_SourceCentredLinear):
             ).fit(Z, residual)
             self.alpha_, self.l1_ratio_ = float(enet.alpha_), float(enet.l1_ratio_)
             delta, delta_intercept = enet.coef_, float(enet.intercept_)
+            self.n_iter_ = int(enet.n_iter_)
         self.coef_ = prior + delta
         self.intercept_ = prior_intercept + delta_intercept
         return self

@@ -89,7 +89,7 @@ def stratified_inner_splits(
     """
     n = len(y)
     if n < 2:
-        raise ValueError(f"inner cross-validation needs at least 2 training samples, got {n}")
+        raise ValueError(f"inner cross-validation needs 2+ samples, got n_samples = {n}")
     n_splits = max(2, min(n_splits, n))
     bins = max(1, min(n_bins or 5, n // n_splits))
     labels = (rankdata(y, method="ordinal") - 1) * bins // n

@@ -33,6 +33,7 @@ from gliotl.drug.baselines import TunedElasticNet, inner_kfold
 __all__ = ["SourcePredictionOffset", "SourcePredictionStacker", "source_predictions"]
 
 RIDGE_ALPHAS = tuple(np.logspace(-2, 5, 15))
+ENET_MAX_ITER = 5000
 
 
 def source_predictions(source: Any, X: np.ndarray) -> np.ndarray:
@@ -92,7 +93,6 @@ class SourcePredictionOffset(_UsesFittedSource):
         l1_ratio: float = 0.5,
         rescale: bool = False,
         inner_folds: int = 3,
-        max_iter: int = 5000,
         seed: int | None = 0,
     ) -> None:
         self.source = source
@@ -101,7 +101,6 @@ class SourcePredictionOffset(_UsesFittedSource):
         self.l1_ratio = l1_ratio
         self.rescale = rescale
         self.inner_folds = inner_folds
-        self.max_iter = max_iter
         self.seed = seed
 
     def _base(self, X: np.ndarray) -> np.ndarray:
@@ -115,10 +114,10 @@ class SourcePredictionOffset(_UsesFittedSource):
             head = RidgeCV(alphas=RIDGE_ALPHAS) if self.alpha is None else Ridge(alpha=self.alpha)
         else:
             head = (
-                ElasticNetCV(l1_ratio=[0.1, 0.5, 0.9, 1.0], alphas=30, max_iter=self.max_iter,
+                ElasticNetCV(l1_ratio=[0.1, 0.5, 0.9, 1.0], alphas=30, max_iter=ENET_MAX_ITER,
                              cv=inner_kfold(n_samples, self.inner_folds, self.seed))
                 if self.alpha is None
-                else ElasticNet(alpha=self.alpha, l1_ratio=self.l1_ratio, max_iter=self.max_iter)
+                else ElasticNet(alpha=self.alpha, l1_ratio=self.l1_ratio, max_iter=ENET_MAX_ITER)
             )
         return make_pipeline(StandardScaler(), head)
 
