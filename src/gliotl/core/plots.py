@@ -13,7 +13,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
+from sklearn.metrics import (  # noqa: E402
+    average_precision_score,
+    precision_recall_curve,
+    roc_curve,
+)
 
 from gliotl.core.evaluate import (  # noqa: E402
     Evaluation,
@@ -21,7 +25,7 @@ from gliotl.core.evaluate import (  # noqa: E402
     pool_test_predictions,
     validate_predictions,
 )
-from gliotl.core.metrics import fast_spearman  # noqa: E402
+from gliotl.core.metrics import fast_auc, fast_spearman  # noqa: E402
 from gliotl.core.report import Report  # noqa: E402
 
 
@@ -77,8 +81,10 @@ def roc_pr_curves(predictions: pd.DataFrame, methods: Sequence[str] | None = Non
             continue
         fpr, tpr, _ = roc_curve(part["y_true"], part["y_pred"])
         precision, recall, _ = precision_recall_curve(part["y_true"], part["y_pred"])
-        ax_roc.plot(fpr, tpr, lw=1.5, label=name)
-        ax_pr.step(recall, precision, where="post", lw=1.5, label=name)
+        auc = fast_auc(part["y_true"].to_numpy(), part["y_pred"].to_numpy())
+        ap = average_precision_score(part["y_true"], part["y_pred"])
+        ax_roc.plot(fpr, tpr, lw=1.5, label=f"{name} (AUC {auc:.3f})")
+        ax_pr.step(recall, precision, where="post", lw=1.5, label=f"{name} (AP {ap:.3f})")
         prevalence = float(part["y_true"].mean())
     ax_roc.plot([0, 1], [0, 1], color="#999999", lw=1, ls="--")
     ax_roc.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC (pooled test)")
@@ -106,6 +112,7 @@ def per_repeat_boxplot(per_repeat: pd.DataFrame, metric: str,
         ax.scatter(i + rng.uniform(-0.12, 0.12, values.size), values, s=14, alpha=0.7,
                    color="#3b6ea5", zorder=3)
     ax.set_ylabel(metric)
+    ax.set_title(f"{metric} per unit (box: quartiles; dots: values)", fontsize=10)
     fig.tight_layout()
     return fig
 
