@@ -72,10 +72,11 @@ def _tmm_factor(obs: np.ndarray, ref: np.ndarray, n_obs: float, n_ref: float,
     hi_s = n + 1 - lo_s
     rank_r, rank_e = rankdata(log_r), rankdata(abs_e)  # average ranks for ties, as R's rank()
     keep = (rank_r >= lo_l) & (rank_r <= hi_l) & (rank_e >= lo_s) & (rank_e <= hi_s)
-    if weighting:
-        factor = np.sum(log_r[keep] / var[keep]) / np.sum(1 / var[keep])
-    else:
-        factor = np.mean(log_r[keep])
+    with np.errstate(invalid="ignore", divide="ignore"):  # ties can trim every gene: NaN -> 1
+        if weighting:
+            factor = np.sum(log_r[keep] / var[keep]) / np.sum(1 / var[keep])
+        else:
+            factor = np.mean(log_r[keep]) if keep.any() else np.nan
     return float(2 ** factor) if np.isfinite(factor) else 1.0
 
 
