@@ -90,3 +90,12 @@ def test_make_executor_passes_options():
         make_executor("dask")
     with pytest.raises(GliotlError, match="--workers"):
         make_executor("local", 0)
+
+
+def test_ray_executor_without_ray_is_a_user_error(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
+    executor = make_executor("ray", address="local")
+    with pytest.raises(GliotlError, match="pip install 'gliotl\\[ray\\]'"):
+        list(executor.run([Job("a", jobfns.quick, {"value": 1})], open_run(tmp_path), 0))
