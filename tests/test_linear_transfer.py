@@ -144,6 +144,14 @@ def test_input_validation(cls):
         fitted.predict(X[:, :3])
 
 
+def test_float32_inputs_as_the_engine_passes_them():
+    _, _, X, y = shared_program()
+    X32, y32 = X.astype(np.float32), y.astype(np.float32)
+    model = TunedPriorCenteredElasticNet(np.zeros(P), n_alphas=5).fit(X32, y32)
+    assert np.all(np.isfinite(model.predict(X32)))
+    assert spearmanr(model.predict(X32), y).statistic > 0.8
+
+
 def test_source_linear_round_trip_and_bad_file(tmp_path):
     from gliotl.drug.linear_transfer import load_source_linear, save_source_linear
     from gliotl.errors import GliotlError

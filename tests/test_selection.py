@@ -184,3 +184,12 @@ def test_failing_candidate_error_names_it():
     with pytest.raises(ValueError, match="source required") as info:
         NestedSelector([Candidate("transfer", NeedsSource())]).fit(X, y)
     assert any("transfer" in note for note in info.value.__notes__)
+
+
+def test_engine_inputs_float32_and_dataframes():
+    """The engine passes float32 matrices (and may pass DataFrames); both must work."""
+    X, y = signal_data(30)
+    frame = pd.DataFrame(X.astype(np.float32), columns=[f"G{i}" for i in range(X.shape[1])])
+    model = NestedSelector([Candidate("ridge", Ridge(), {"alpha": [1.0]})]).fit(frame, y)
+    assert model.selected_estimator_ is model.best_estimator_
+    assert model.predict(frame).dtype == np.float64 and model.predict(frame).shape == (30,)

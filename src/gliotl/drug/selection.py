@@ -124,7 +124,8 @@ class NestedSelector(RegressorMixin, BaseEstimator):
     others; they are not sliced per inner fold, so pass per-dataset objects, not per-sample
     arrays. After fitting: ``selected_`` (``{"method", "params"}``), ``inner_scores_`` (one row
     per candidate x parameter setting: mean/std of the inner fold scores, rank),
-    ``inner_fold_scores_`` (one row per setting x repeat x fold) and ``best_estimator_``.
+    ``inner_fold_scores_`` (one row per setting x repeat x fold) and ``best_estimator_`` (alias
+    ``selected_estimator_``), refitted on all the fit data.
     Ties go to the earlier candidate and grid point, so list simpler methods first.
     """
 
@@ -200,6 +201,7 @@ class NestedSelector(RegressorMixin, BaseEstimator):
         self.selected_ = {"method": candidate.name, "params": dict(params)}
         self.best_estimator_ = candidate.build(params)
         self.best_estimator_.fit(X, y, **accepted_fit_params(self.best_estimator_, fit_params))
+        self.selected_estimator_ = self.best_estimator_  # the engine's name for the same model
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:

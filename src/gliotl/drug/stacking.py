@@ -78,7 +78,8 @@ class _UsesFittedSource(RegressorMixin, BaseEstimator):
 class SourcePredictionOffset(_UsesFittedSource):
     """Source prediction plus a regularised linear correction fitted on the residual.
 
-    ``correction``: ``"ridge"``, ``"elasticnet"`` or ``"none"``; ``alpha=None`` tunes the
+    ``correction``: ``"ridge"``, ``"elasticnet"`` or ``"none"`` (source plus the training
+    fold's mean residual, i.e. only a level shift); ``alpha=None`` tunes the
     penalty on the fit data (ridge: efficient leave-one-out over a log grid; ElasticNet:
     ``inner_folds``-fold CV over alpha and l1_ratio), ``alpha=np.inf`` keeps only an intercept.
     The genes are standardised inside the correction with training statistics. ``rescale``
