@@ -1,0 +1,281 @@
+"""The MGMT-from-MRI experiment config (Schmitz et al. 2024 protocol, gliotl defaults).
+
+One YAML file describes a whole experiment: the cohort (UPenn-GBM, RSNA-MICCAI, any cohort
+table, or a generated phantom), preprocessing, modalities and how they enter the network,
+the backbone and its pretrained weights (or a segmentation pretraining stage that makes
+MedicalNet-format weights), the compared methods, training, splits and late fusion.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from gliotl.core.config import StrictModel, load_yaml, validate_config
+from gliotl.errors import GliotlError
+from gliotl.mgmt.data.dataset import AugmentConfig
+from gliotl.mgmt.data.modalities import MODALITIES, MODALITY_GROUPS, resolve_modalities
+from gliotl.mgmt.data.preprocess import PreprocessConfig
+
+METHODS = ("random_init", "standard", "full", "linear_probe", "spottune", "spottune_global")
+"""The compared methods: the four conventional strategies and the two SpotTune variants."""
+
+DEFAULT_GROUPS: dict[str, list[str]] = {
+    "struct": list(MODALITY_GROUPS["struct"]),
+    "dti": list(MODALITY_GROUPS["dti"]),
+    "dsc": list(MODALITY_GROUPS["dsc"]),
+    "struct+dti": [*MODALITY_GROUPS["struct"], *MODALITY_GROUPS["dti"]],
+    "struct+dsc": [*MODALITY_GROUPS["struct"], *MODALITY_GROUPS["dsc"]],
+    "dti+dsc": [*MODALITY_GROUPS["dti"], *MODALITY_GROUPS["dsc"]],
+    "all": list(MODALITIES),
+}
+"""The paper's modality groups scored by late fusion (restricted to the configured modalities)."""
+
+
+class CohortConfig(StrictModel):
+    """Where the patients come from.
+
+    ``upenn``: ``root`` (TCIA layout) and optional ``clinical`` table; ``rsna``: ``root`` and
+    ``labels_csv``; ``table``: a cohort table CSV (``table``); ``phantom``: generated into the
+    run's ``cohort/`` folder from ``n_patients``, ``shape`` (x, y, z), ``signal`` and ``seed``.
+    """
+
+    kind: Literal["upenn", "rsna", "table", "phantom"]
+    root: str | None = None
+    clinical: str | None = None
+    segmentation: Literal["automated", "expert"] = "automated"
+    labels_csv: str | None = None
+    table: str | None = None
+    n_patients: int = Field(60, ge=4)
+    shape: tuple[int, int, int] = (40, 40, 32)
+    signal: float = Field(1.0, ge=0.0)
+    seed: int = 0
+    phantom_options: dict[str, Any] = Field(
+        {}, description="extra keyword arguments of make_phantom_cohort (missing fractions ...)"
+    )
+
+    @model_validator(mode="after")
+    def _check_paths(self) -> CohortConfig:
+        needed = {"upenn": ["root"], "rsna": ["root", "labels_csv"], "table": ["table"],
+                  "phantom": []}[self.kind]
+        for key in needed:
+            if not getattr(self, key):
+                raise ValueError(f"cohort kind '{self.kind}' needs '{key}'")
+        return self
+
+
+class PretrainConfig(StrictModel):
+    """Segmentation pretraining that stands in for MedicalNet weights (see mgmt.pretrain)."""
+
+    cohort: CohortConfig
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(4, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    shape: tuple[int, int, int] = Field((32, 40, 40), description="(D, H, W) network input")
+    modalities: list[str] | None = Field(None, description="default: the experiment's")
+    max_patients: int | None = Field(None, ge=1)
+
+    @field_validator("modalities")
+    @classmethod
+    def _resolve(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else _resolve_or_raise(value)
+
+
+class ModelConfig(StrictModel):
+    depth: Literal[10, 18, 34, 50, 101, 152, 200] = 50
+    weights: str | None = Field(None, description="MedicalNet checkpoint; null -> pretrain/none")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    shortcut_type: Literal["A", "B"] | None = None
+    pretrain: PretrainConfig | None = None
+
+
+class TrainingConfig(StrictModel):
+    epochs: int = Field(90, ge=1)
+    batch_size: int = Field(12, ge=1)
+    eval_batch_size: int = Field(12, ge=1)
+    lr_backbone: float = Field(1e-5, gt=0, description="paper: 1e-5")
+    lr_policy: float = Field(1e-4, gt=0, description="paper: 1e-4 (SpotTune's policy)")
+    weight_decay: float = Field(1e-8, ge=0)
+    temperature: float = Field(100.0, gt=0, description="Gumbel-softmax temperature (paper 100)")
+    final_temperature: float | None = Field(None, gt=0, description="anneal to this; null: fixed")
+    spottune_budget: int | None = Field(None, ge=0, description="SpotTune-global: k tuned blocks")
+    plateau_factor: float = Field(0.5, gt=0, lt=1)
+    plateau_patience: int = Field(10, ge=0)
+    balancing: Literal["undersample", "weighted_loss", "none"] = "undersample"
+    augment: AugmentConfig | None = AugmentConfig()
+    amp: bool = True
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_workers: int = Field(0, ge=0)
+
+
+class MethodConfig(StrictModel):
+    """A method and optional training overrides (e.g. a larger lr for random init)."""
+
+    name: Literal[
+        "random_init", "standard", "full", "linear_probe", "spottune", "spottune_global"
+    ]
+    training: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _check_overrides(self) -> MethodConfig:
+        unknown = sorted(set(self.training) - set(TrainingConfig.model_fields))
+        if unknown:
+            raise ValueError(f"method '{self.name}': unknown training key '{unknown[0]}'")
+        return self
+
+
+class SplitConfig(StrictModel):
+    test_size: float = Field(0.3, gt=0, lt=1)
+    n_splits: int = Field(5, ge=2)
+    splits_file: str | None = None
+
+
+class FusionConfig(StrictModel):
+    """Late fusion: mean probability over a group's modalities.
+
+    ``missing: complete`` scores a group only on patients that have every modality of the group
+    (default: the group then means the same thing for every patient); ``available`` averages
+    whatever modalities of the group a patient has.
+    """
+
+    groups: dict[str, list[str]] = DEFAULT_GROUPS
+    missing: Literal["complete", "available"] = "complete"
+    threshold: Literal["youden", "fixed"] = "youden"
+
+    @field_validator("groups")
+    @classmethod
+    def _resolve(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        return {name: _resolve_or_raise(mods) for name, mods in value.items()}
+
+
+def _resolve_or_raise(names: list[str]) -> list[str]:
+    try:
+        return resolve_modalities(names)
+    except GliotlError as exc:  # pydantic turns ValueError into a one-line config error
+        raise ValueError(str(exc)) from None
+
+
+class MGMTExperimentConfig(StrictModel):
+    name: str
+    seed: int = 0
+    cohort: CohortConfig
+    preprocessing: PreprocessConfig = PreprocessConfig()
+    cache_dir: str | None = Field(None, description="volume cache; default <run>/cache")
+    cache_workers: int = Field(1, ge=1)
+    modalities: list[str] = list(MODALITIES)
+    input_mode: Literal["per_modality", "stacked"] = "per_modality"
+    model: ModelConfig = ModelConfig()
+    methods: list[MethodConfig] = [MethodConfig(name=m) for m in METHODS]
+    training: TrainingConfig = TrainingConfig()
+    split: SplitConfig = SplitConfig()
+    fusion: FusionConfig = FusionConfig()
+    n_boot: int = Field(1000, ge=0)
+    reference: str = "spottune"
+
+    @field_validator("modalities")
+    @classmethod
+    def _resolve_modalities(cls, value: list[str]) -> list[str]:
+        return _resolve_or_raise(value)
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _names_to_methods(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> MGMTExperimentConfig:
+        names = [m.name for m in self.methods]
+        if not names:
+            raise ValueError("methods: at least one method expected")
+        if len(set(names)) != len(names):
+            raise ValueError("methods: names must be unique")
+        if self.reference not in names:
+            raise ValueError(f"reference method '{self.reference}' is not among the methods")
+        for method in self.methods:
+            TrainingConfig.model_validate({**self.training.model_dump(), **method.training})
+        return self
+
+    # -- derived ---------------------------------------------------------------------------
+    def training_for(self, method: str) -> TrainingConfig:
+        """The training settings of ``method``: the shared ones with its overrides applied."""
+        spec = next(m for m in self.methods if m.name == method)
+        return TrainingConfig.model_validate({**self.training.model_dump(), **spec.training})
+
+    def units(self) -> list[str]:
+        """What one network sees: each modality (per_modality) or the stack of all."""
+        return list(self.modalities) if self.input_mode == "per_modality" else ["stacked"]
+
+    def fusion_groups(self) -> dict[str, list[str]]:
+        """Groups restricted to the configured modalities; empty groups dropped, duplicates
+        (two groups with the same members) kept once, under the first name."""
+        if self.input_mode == "stacked":
+            return {"stacked": list(self.modalities)}
+        groups: dict[str, list[str]] = {}
+        seen: set[tuple[str, ...]] = set()
+        for name, members in self.fusion.groups.items():
+            present = [m for m in members if m in self.modalities]
+            if present and tuple(present) not in seen:
+                groups[name] = present
+                seen.add(tuple(present))
+        return groups
+
+
+PATH_FIELDS = ("root", "clinical", "labels_csv", "table")
+
+
+def _absolute(value: str | None, base_dir: Path) -> str | None:
+    if value is None or Path(value).is_absolute():
+        return value
+    return str((base_dir / value).resolve())
+
+
+def _resolve_cohort(cohort: CohortConfig, base_dir: Path) -> CohortConfig:
+    return cohort.model_copy(update={k: _absolute(getattr(cohort, k), base_dir)
+                                     for k in PATH_FIELDS})
+
+
+def resolve_paths(config: MGMTExperimentConfig, base_dir: Path) -> MGMTExperimentConfig:
+    """Paths relative to the config file become absolute, so jobs and ``--resume`` from any
+    working directory read the same files (the resolved config is what the run records)."""
+    model = config.model
+    pretrain = model.pretrain
+    if pretrain is not None:
+        pretrain = pretrain.model_copy(update={"cohort": _resolve_cohort(pretrain.cohort,
+                                                                         base_dir)})
+    model = model.model_copy(update={"weights": _absolute(model.weights, base_dir),
+                                     "pretrain": pretrain})
+    split = config.split.model_copy(
+        update={"splits_file": _absolute(config.split.splits_file, base_dir)})
+    return config.model_copy(update={
+        "cohort": _resolve_cohort(config.cohort, base_dir),
+        "cache_dir": _absolute(config.cache_dir, base_dir),
+        "model": model,
+        "split": split,
+    })
+
+
+def load_mgmt_config(path: str | Path) -> tuple[MGMTExperimentConfig, Path]:
+    """Load and validate; returns the config and the folder that relative paths refer to."""
+    path = Path(path)
+    config = validate_config(MGMTExperimentConfig, load_yaml(path), path)
+    return config, path.resolve().parent
+
+
+__all__ = [
+    "DEFAULT_GROUPS",
+    "METHODS",
+    "CohortConfig",
+    "FusionConfig",
+    "MGMTExperimentConfig",
+    "MethodConfig",
+    "ModelConfig",
+    "PretrainConfig",
+    "SplitConfig",
+    "TrainingConfig",
+    "load_mgmt_config",
+    "resolve_paths",
+]
