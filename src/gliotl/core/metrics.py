@@ -240,18 +240,22 @@ def bootstrap_ci(
     if not 0 < alpha < 1:
         raise GliotlError(f"bootstrap: field 'alpha': {alpha}; expected 0 < alpha < 1")
     rng = np.random.default_rng(seed)
+    members: list[np.ndarray] = []
+    unit_label = t
     if clusters is not None:
-        codes = np.unique(np.asarray(clusters, dtype=str), return_inverse=True)[1]
+        codes = np.unique(np.asarray(clusters, dtype=str), return_inverse=True)[1].ravel()
         if codes.size != t.size:
             raise GliotlError("bootstrap: field 'clusters': expected one cluster per value")
-    else:
-        codes = np.arange(t.size)
-    members = [np.flatnonzero(codes == c) for c in range(codes.max() + 1)]
+        if codes.max() + 1 == codes.size:  # every row its own cluster: plain resampling
+            clusters = None
+        else:
+            order = np.argsort(codes, kind="stable")
+            members = np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)
+            unit_label = np.array([t[idx[0]] for idx in members])
     if stratify:
-        cluster_label = np.array([t[idx[0]] for idx in members])
-        strata = [np.flatnonzero(cluster_label == v) for v in np.unique(cluster_label)]
+        strata = [np.flatnonzero(unit_label == v) for v in np.unique(unit_label)]
     else:
-        strata = [np.arange(len(members))]
+        strata = [np.arange(unit_label.size)]
     values = []
     for _ in range(n_boot):
         chosen = np.concatenate([rng.choice(s, size=s.size, replace=True) for s in strata])
