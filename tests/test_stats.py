@@ -105,3 +105,12 @@ def test_paired_wilcoxon_all_zero_differences_and_bad_input():
         paired_wilcoxon([1, 2, 3], [1, 2])
     with pytest.raises(GliotlError, match="alternative"):
         paired_wilcoxon([1, 2], [2, 1], alternative="bigger")
+
+
+def test_midranks_equal_scipy_rankdata_with_ties():
+    from gliotl.core.metrics import midrank
+
+    rng = np.random.default_rng(9)
+    for size in (1, 2, 7, 64):
+        x = np.round(rng.normal(size=size), 1)
+        np.testing.assert_allclose(midrank(x), stats.rankdata(x))
