@@ -104,7 +104,7 @@ def test_straight_through_gradient_reaches_policy(pretrained):
     model(_inputs()).sum().backward()
     assert model.policy.fc.weight.grad is not None
     assert model.policy.fc.weight.grad.abs().sum() > 0
-    assert model.policy.stem[0].weight.grad.abs().sum() > 0
+    assert model.policy.stem[1].weight.grad.abs().sum() > 0
 
 
 def test_training_gates_are_hard_and_mix_exactly(pretrained, monkeypatch):

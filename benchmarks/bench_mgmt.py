@@ -1,0 +1,211 @@
+"""Cost of SpotTune relative to ordinary fine-tuning of the same MedicalNet backbone.
+
+Measured in one run, phases interleaved so that machine load affects all of them alike:
+
+* training step (forward, loss, backward, Adam step): SpotTune vs full fine-tuning
+  (target ratio <= 1.8: SpotTune computes both block copies but only one copy has weight
+  gradients);
+* inference (``eval()``, no autograd): SpotTune with the default policy network vs the plain
+  network (target ratio <= 1.3 for ResNet-50: only the chosen copy runs per sample).
+
+On CUDA it uses bf16 autocast and reports peak memory. Defaults: ResNet-50 at 70x86x86, batch
+12 on a GPU (the paper's setting); on a CPU a small configuration (ResNet-10 and ResNet-50 at
+32x40x40, batch 2) so that it finishes in a few minutes.
+
+    python benchmarks/bench_mgmt.py [--depth 10 50] [--shape D H W] [--batch N] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from gliotl.core.io import write_json
+from gliotl.mgmt.finetune import configure_strategy, parameter_groups
+from gliotl.mgmt.resnet import medicalnet_resnet
+from gliotl.mgmt.spottune import SpotTune
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _autocast(device: torch.device) -> AbstractContextManager:
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+class Phase:
+    """One measured operation: its per-call times and (on CUDA) its peak memory."""
+
+    def __init__(self, name: str, fn: Callable[[], None], device: torch.device) -> None:
+        self.name, self.fn, self.device = name, fn, device
+        self.times: list[float] = []
+        self.peak_bytes = 0
+
+    def run(self, calls: int) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        for _ in range(calls):
+            _sync(self.device)
+            start = time.perf_counter()
+            self.fn()
+            _sync(self.device)
+            self.times.append(time.perf_counter() - start)
+        if self.device.type == "cuda":
+            self.peak_bytes = max(self.peak_bytes, torch.cuda.max_memory_allocated(self.device))
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+
+def bench_depth(
+    depth: int, shape: tuple[int, int, int], batch: int, device: torch.device,
+    repeats: int, calls: int,
+) -> dict:
+    torch.manual_seed(0)
+    x = torch.randn(batch, 1, *shape, device=device)
+    y = (torch.arange(batch, device=device) % 2).float().unsqueeze(1)
+
+    plain = configure_strategy(medicalnet_resnet(depth).to(device), "full")
+    plain_opt = torch.optim.Adam(parameter_groups(plain, 1e-5))
+    spot = SpotTune(copy.deepcopy(plain), temperature=5.0).to(device)
+    spot_opt = torch.optim.Adam(spot.parameter_groups(1e-5, 1e-4))
+
+    def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Callable[[], None]:
+        def step() -> None:
+            model.train()
+            optimizer.zero_grad(set_to_none=True)
+            with _autocast(device):
+                loss = F.binary_cross_entropy_with_logits(model(x).float(), y)
+            loss.backward()
+            optimizer.step()
+        return step
+
+    def infer(model: torch.nn.Module) -> Callable[[], None]:
+        def run() -> None:
+            model.eval()
+            with torch.inference_mode(), _autocast(device):
+                model(x)
+        return run
+
+    def policy_only() -> None:
+        spot.eval()
+        with torch.inference_mode(), _autocast(device):
+            spot.policy(x)
+
+    phases = [
+        Phase("train_full", train_step(plain, plain_opt), device),
+        Phase("train_spottune", train_step(spot, spot_opt), device),
+        Phase("infer_plain", infer(plain), device),
+        Phase("infer_spottune", infer(spot), device),
+        Phase("infer_policy_only", policy_only, device),
+    ]
+    for phase in phases:  # warm-up: allocator, cuDNN autotuning, first-call overheads
+        phase.fn()
+    for phase in phases:
+        phase.times.clear()
+    for _ in range(repeats):
+        for phase in phases:
+            phase.run(calls)
+
+    spot.reset_policy_usage()
+    infer(spot)()
+    usage = spot.policy_usage()["tuned_fraction"]
+    split_blocks = int(((usage > 0) & (usage < 1)).sum())
+    by_name = {p.name: p for p in phases}
+    result = {
+        "depth": depth,
+        "shape": list(shape),
+        "batch": batch,
+        "device": str(device),
+        "seconds": {p.name: p.median for p in phases},
+        "samples_per_second": {p.name: batch / p.median for p in phases},
+        "train_ratio": by_name["train_spottune"].median / by_name["train_full"].median,
+        "infer_ratio": by_name["infer_spottune"].median / by_name["infer_plain"].median,
+        "policy_share_of_plain_inference": (
+            by_name["infer_policy_only"].median / by_name["infer_plain"].median
+        ),
+        "blocks_with_split_batch": split_blocks,
+        "n_blocks": spot.n_blocks,
+        "trainable_params": {
+            "full": sum(p.numel() for p in plain.parameters() if p.requires_grad),
+            "spottune": sum(p.numel() for g in spot.parameter_groups(1, 1) for p in g["params"]),
+        },
+    }
+    if device.type == "cuda":
+        result["peak_memory_gib"] = {p.name: p.peak_bytes / 2**30 for p in phases}
+    return result
+
+
+def _print(result: dict) -> None:
+    print(
+        f"\nResNet-{result['depth']}  input {'x'.join(map(str, result['shape']))}  "
+        f"batch {result['batch']}  device {result['device']}"
+    )
+    mem = result.get("peak_memory_gib", {})
+    for name, seconds in result["seconds"].items():
+        extra = f"  peak {mem[name]:.2f} GiB" if name in mem else ""
+        print(
+            f"  {name:<18} {seconds * 1000:9.1f} ms/step  "
+            f"{result['samples_per_second'][name]:8.2f} samples/s{extra}"
+        )
+    train_ok = "meets" if result["train_ratio"] <= 1.8 else "MISSES"
+    infer_ok = "meets" if result["infer_ratio"] <= 1.3 else "MISSES"
+    print(f"  SpotTune / full fine-tuning train step: {result['train_ratio']:.2f} "
+          f"({train_ok} target <= 1.8)")
+    print(f"  SpotTune / plain inference:             {result['infer_ratio']:.2f} "
+          f"({infer_ok} target <= 1.3)")
+    print(f"  policy net alone / plain inference:     "
+          f"{result['policy_share_of_plain_inference']:.3f}; blocks whose batch was split "
+          f"between copies: {result['blocks_with_split_batch']}/{result['n_blocks']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--depth", type=int, nargs="+", default=None)
+    parser.add_argument("--shape", type=int, nargs=3, default=None, metavar=("D", "H", "W"))
+    parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
+    parser.add_argument("--calls", type=int, default=3, help="timed calls per phase per round")
+    parser.add_argument(
+        "--threads", type=int, default=None,
+        help="CPU threads for torch (1 avoids OpenMP stalls on an oversubscribed machine)",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    gpu = device.type == "cuda"
+    depths = args.depth or ([50] if gpu else [10, 50])
+    shape = tuple(args.shape or ((70, 86, 86) if gpu else (32, 40, 40)))
+    batch = args.batch or (12 if gpu else 2)
+    if gpu:
+        torch.backends.cudnn.benchmark = True
+        print(f"GPU: {torch.cuda.get_device_name(device)}; bf16 autocast")
+    else:
+        print(f"CPU: {torch.get_num_threads()} threads; float32")
+    results = []
+    for depth in depths:
+        result = bench_depth(depth, shape, batch, device, args.repeats, args.calls)
+        _print(result)
+        results.append(result)
+    if args.json:
+        write_json(args.json, results)
+
+
+if __name__ == "__main__":
+    main()
