@@ -255,6 +255,7 @@ def test_cache_keys_fill_resume_and_invalidation(phantom_copy, tmp_path):
     assert hashed.key(row, "T1") != before
 
 
+@pytest.mark.slow
 def test_dataset_streams_and_augments_deterministically(phantom, tmp_path):
     root, _ = phantom
     cohort = read_upenn(root)
