@@ -1,0 +1,400 @@
+"""The drug-response network of Ju et al. (2025) and the lean loop that trains it.
+
+Default architecture (the paper's Keras model): Dense(1000, sigmoid, L2 1e-4 on the kernel,
+L1 1e-4 on the activity) -> Dropout 0.3 -> Dense(100, softplus) -> Dropout 0.1 ->
+Dense(1, softplus), uniform(+-0.05) kernels, zero biases, Adam, MSE, batch 32.
+
+Keras semantics reproduced here, because the regularisers change what is learned:
+* kernel L2: ``l2 * sum(W**2)`` added to the loss (gradient ``2 * l2 * W``);
+* activity L1: ``l1 * sum(|a|) / batch_size`` on the first layer's activations (after the
+  activation function, before dropout), as ``tf.keras`` divides activity losses by the batch size;
+* Adam with ``eps = 1e-7`` (Keras' default) and the last partial batch kept.
+
+The training loop indexes tensors with a permutation (no DataLoader) and folds the kernel L2 and
+any L2-SP pull into the gradient in place, so a step is three matmuls, one activation pass and
+one fused optimiser update.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+
+from gliotl.core.config import StrictModel
+
+ActivationName = Literal["sigmoid", "softplus", "relu", "tanh", "elu", "gelu", "linear"]
+
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "sigmoid": torch.sigmoid,
+    "softplus": nn.functional.softplus,
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+    "elu": nn.functional.elu,
+    "gelu": nn.functional.gelu,
+    "linear": lambda x: x,
+}
+
+
+class NetworkConfig(StrictModel):
+    """Layer sizes, activations, dropout and Keras-style regularisers of the network."""
+
+    hidden: list[int] = Field(default_factory=lambda: [1000, 100], min_length=1)
+    activations: list[ActivationName] = Field(default_factory=lambda: ["sigmoid", "softplus"])
+    output_activation: ActivationName = "softplus"
+    dropout: list[float] = Field(default_factory=lambda: [0.3, 0.1])
+    l2_weight_first: float = Field(default=1e-4, ge=0.0)
+    l1_activity_first: float = Field(default=1e-4, ge=0.0)
+    init_uniform: float = Field(default=0.05, gt=0.0)
+
+    @model_validator(mode="after")
+    def _lengths_agree(self) -> NetworkConfig:
+        n = len(self.hidden)
+        if len(self.activations) != n:
+            raise ValueError(f"activations must have one entry per hidden layer ({n})")
+        if len(self.dropout) != n:
+            raise ValueError(f"dropout must have one entry per hidden layer ({n})")
+        if any(size < 1 for size in self.hidden):
+            raise ValueError("hidden layer sizes must be positive")
+        if any(not 0.0 <= rate < 1.0 for rate in self.dropout):
+            raise ValueError("dropout rates must lie in [0, 1)")
+        return self
+
+
+class TrainConfig(StrictModel):
+    """Optimiser settings. Early stopping is off unless ``patience`` is set; its validation set
+    is always carved from the training data given to ``fit`` (never from a test fold)."""
+
+    lr: float = Field(default=1e-3, gt=0.0)
+    epochs: int = Field(default=50, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    momentum: float = Field(default=0.0, ge=0.0, lt=1.0)
+    seed: int | None = None
+    patience: int | None = Field(default=None, ge=1)
+    validation_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
+
+
+#: The paper's pretraining settings (source models).
+PRETRAIN = TrainConfig(lr=1e-3, epochs=50, batch_size=32)
+#: The paper's fine-tuning settings (every step after a transfer).
+FINETUNE = TrainConfig(lr=1e-4, epochs=200, batch_size=32)
+
+
+class DrugResponseNet(nn.Module):
+    """A stack of Dense layers; ``layers[0]`` is the first Dense, ``layers[-1]`` the output.
+
+    ``n_outputs > 1`` gives the multi-task variant: each output unit reads the shared trunk
+    through its own weight row and bias, i.e. one independent linear head per drug.
+    """
+
+    def __init__(
+        self,
+        n_genes: int,
+        config: NetworkConfig | None = None,
+        n_outputs: int = 1,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__()
+        self.config = config or NetworkConfig()
+        sizes = [n_genes, *self.config.hidden, n_outputs]
+        # skip_init: torch's own init would draw from (and disturb) the global RNG.
+        self.layers = nn.ModuleList(
+            nn.utils.skip_init(nn.Linear, a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+        )
+        self._acts = [_ACTIVATIONS[name] for name in self.config.activations]
+        self._out_act = _ACTIVATIONS[self.config.output_activation]
+        self.n_genes = n_genes
+        self.n_outputs = n_outputs
+        self.last_first_activation: torch.Tensor | None = None
+        self.reset_parameters(generator or torch.Generator().manual_seed(0))
+
+    @property
+    def hidden_layers(self) -> list[nn.Linear]:
+        return list(self.layers[:-1])
+
+    def reset_layer(self, index: int, generator: torch.Generator | None = None) -> None:
+        """Keras-style initialisation: uniform(+-init_uniform) kernel, zero bias."""
+        layer = self.layers[index]
+        bound = self.config.init_uniform
+        with torch.no_grad():
+            weight = torch.empty(layer.weight.shape).uniform_(-bound, bound, generator=generator)
+            layer.weight.copy_(weight)
+            layer.bias.zero_()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        for index in range(len(self.layers)):
+            self.reset_layer(index, generator)
+
+    def hidden(self, x: torch.Tensor, upto: int = -1) -> torch.Tensor:
+        """Activations of hidden layer ``upto`` (default: the last); dropout only in training."""
+        n_hidden = len(self.layers) - 1
+        stop = upto % n_hidden if n_hidden else 0
+        for index, layer in enumerate(self.layers[: stop + 1]):
+            x = self._acts[index](layer(x))
+            if index == 0:
+                self.last_first_activation = x
+            rate = self.config.dropout[index]
+            if rate > 0.0 and self.training:
+                x = nn.functional.dropout(x, rate, training=True)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._out_act(self.layers[-1](self.hidden(x)))
+        return out.squeeze(-1) if self.n_outputs == 1 else out
+
+
+def regulariser_values(net: DrugResponseNet, first_activation: torch.Tensor) -> dict[str, float]:
+    """The Keras regularisation terms, as numbers (the loop applies them through gradients)."""
+    cfg = net.config
+    l2 = cfg.l2_weight_first * float(net.layers[0].weight.detach().pow(2).sum())
+    batch = max(first_activation.shape[0], 1)
+    l1 = cfg.l1_activity_first * float(first_activation.detach().abs().sum()) / batch
+    return {"l2_weight_first": l2, "l1_activity_first": l1}
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+# -- training -----------------------------------------------------------------------------------
+@dataclass
+class LayerTraining:
+    """Per-Dense-layer training rules set by a transfer policy."""
+
+    frozen: bool = False
+    lr_multiplier: float = 1.0
+    anchor: tuple[torch.Tensor, torch.Tensor] | None = None  # L2-SP: pull towards these
+    anchor_alpha: float = 0.0
+    zero_l2: float = 0.0  # extra L2 towards zero (L2-SP's beta on new layers)
+
+
+@dataclass
+class TrainResult:
+    loss_history: list[float] = field(default_factory=list)
+    val_loss_history: list[float] = field(default_factory=list)
+    best_epoch: int | None = None
+    samples_seen: int = 0
+    seconds: float = 0.0
+    useful_flops: float = 0.0
+
+
+def useful_flops_per_sample(net: DrugResponseNet, rules: Sequence[LayerTraining]) -> float:
+    """FLOPs a training step really needs per sample: forward 2*MACs for every layer; backward
+    2*MACs for the weight gradient of each trainable layer plus 2*MACs for the input gradient of
+    every layer above the lowest trainable one (nothing flows into the input data)."""
+    macs = [layer.in_features * layer.out_features for layer in net.layers]
+    trainable = [not rule.frozen for rule in rules]
+    if not any(trainable):
+        return 2.0 * sum(macs)
+    lowest = trainable.index(True)
+    weight_grads = sum(m for m, t in zip(macs, trainable, strict=True) if t)
+    input_grads = sum(macs[lowest + 1 :])
+    return 2.0 * (sum(macs) + weight_grads + input_grads)
+
+
+def _masked_mse(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    if mask is None:
+        return torch.mean((pred - target) ** 2)
+    diff = torch.where(mask, pred - torch.nan_to_num(target), torch.zeros_like(pred))
+    return diff.pow(2).sum() / mask.sum().clamp_min(1)
+
+
+def _make_optimizer(
+    net: DrugResponseNet, rules: Sequence[LayerTraining], train: TrainConfig, device: torch.device
+) -> tuple[torch.optim.Optimizer | None, list[tuple[torch.Tensor, float]]]:
+    """Parameter groups per layer; returns the optimiser and the in-place gradient additions
+    (parameter, coefficient) that cannot be folded into the optimiser's own weight decay."""
+    groups: list[dict] = []
+    manual_l2: list[tuple[torch.Tensor, float]] = []
+    coupled = train.optimizer in ("adam", "sgd")  # their weight_decay adds wd * W to the grad
+    for index, (layer, rule) in enumerate(zip(net.layers, rules, strict=True)):
+        layer.weight.requires_grad_(not rule.frozen)
+        layer.bias.requires_grad_(not rule.frozen)
+        if rule.frozen:
+            continue
+        # d/dW of c * sum(W^2) is 2c W.
+        zero_pull = rule.zero_l2 + (net.config.l2_weight_first if index == 0 else 0.0)
+        if rule.anchor is not None:
+            zero_pull = rule.zero_l2  # L2-SP replaces decay towards zero on transferred layers
+        lr = train.lr * rule.lr_multiplier
+        if coupled:
+            groups.append({"params": [layer.weight], "lr": lr,
+                           "weight_decay": train.weight_decay + 2.0 * zero_pull})
+            groups.append({"params": [layer.bias], "lr": lr, "weight_decay": train.weight_decay})
+        else:
+            groups.append({"params": [layer.weight, layer.bias], "lr": lr})
+            if zero_pull > 0:
+                manual_l2.append((layer.weight, 2.0 * zero_pull))
+    if not groups:
+        return None, manual_l2
+    fused = device.type in ("cpu", "cuda")
+    if train.optimizer == "adam":
+        opt = torch.optim.Adam(groups, lr=train.lr, eps=1e-7, fused=fused)
+    elif train.optimizer == "adamw":
+        opt = torch.optim.AdamW(groups, lr=train.lr, eps=1e-7, weight_decay=train.weight_decay,
+                                fused=fused)
+    else:
+        opt = torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum, fused=fused)
+    return opt, manual_l2
+
+
+def train_network(
+    net: DrugResponseNet,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    train: TrainConfig,
+    rules: Sequence[LayerTraining] | None = None,
+    seed: int = 0,
+    verbose: bool = False,
+) -> TrainResult:
+    """Minimise MSE (+ Keras regularisers, + transfer penalties) with mini-batches.
+
+    ``y`` may be 2-D with NaNs (multi-task): missing responses are masked out of the loss.
+    Randomness (shuffling, dropout, the validation carve-out) comes only from ``seed``.
+    """
+    device = X.device
+    rules = list(rules) if rules is not None else [LayerTraining() for _ in net.layers]
+    if len(rules) != len(net.layers):
+        raise ValueError("one LayerTraining rule per Dense layer is required")
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    n = X.shape[0]
+    multitask = y.dim() == 2
+    mask_all = ~torch.isnan(y) if multitask else None
+
+    train_idx = torch.arange(n)
+    val_idx: torch.Tensor | None = None
+    if train.patience is not None:
+        perm = torch.randperm(n, generator=gen)
+        n_val = max(1, int(round(train.validation_fraction * n)))
+        if n - n_val < 1:
+            raise ValueError("too few samples to carve out a validation set for early stopping")
+        val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
+    X_tr, y_tr = X[train_idx.to(device)], y[train_idx.to(device)]
+    m_tr = mask_all[train_idx.to(device)] if mask_all is not None else None
+    n_tr = X_tr.shape[0]
+
+    opt, manual_l2 = _make_optimizer(net, rules, train, device)
+    anchors = [
+        (layer, rule.anchor, 2.0 * rule.anchor_alpha)
+        for layer, rule in zip(net.layers, rules, strict=True)
+        if rule.anchor is not None and not rule.frozen and rule.anchor_alpha > 0
+    ]
+    l1 = net.config.l1_activity_first
+    first_trainable_l1 = l1 > 0 and any(not r.frozen for r in rules)
+    result = TrainResult()
+    flops_per_sample = useful_flops_per_sample(net, rules)
+    best_state: dict[str, torch.Tensor] | None = None
+    best_val = math.inf
+    waited = 0
+    bs = train.batch_size
+    start = time.perf_counter()
+    torch_seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(torch_seed)  # dropout masks; isolated from the caller's RNG state
+        for epoch in range(train.epochs):
+            net.train()
+            order = torch.randperm(n_tr, generator=gen).to(device)
+            total = torch.zeros((), device=device)
+            for begin in range(0, n_tr, bs):
+                idx = order[begin : begin + bs]
+                xb = X_tr[idx]
+                pred = net(xb)
+                loss = _masked_mse(pred, y_tr[idx], m_tr[idx] if m_tr is not None else None)
+                if first_trainable_l1:
+                    act = net.last_first_activation
+                    loss = loss + l1 * act.abs().sum() / act.shape[0]
+                if opt is None:
+                    total += loss.detach() * idx.shape[0]
+                    continue
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                with torch.no_grad():
+                    for param, coef in manual_l2:
+                        param.grad.add_(param, alpha=coef)
+                    for layer, (w_src, b_src), coef in anchors:
+                        layer.weight.grad.add_(layer.weight - w_src, alpha=coef)
+                        layer.bias.grad.add_(layer.bias - b_src, alpha=coef)
+                opt.step()
+                total += loss.detach() * idx.shape[0]
+            result.loss_history.append(float(total) / n_tr)
+            result.samples_seen += n_tr
+            if val_idx is not None:
+                val_loss = _eval_loss(net, X[val_idx.to(device)], y[val_idx.to(device)])
+                result.val_loss_history.append(val_loss)
+                if val_loss < best_val - 1e-12:
+                    best_val, waited, result.best_epoch = val_loss, 0, epoch
+                    best_state = copy.deepcopy(net.state_dict())
+                else:
+                    waited += 1
+                    if waited >= train.patience:
+                        break
+            if verbose:
+                print(f"epoch {epoch + 1}/{train.epochs} loss {result.loss_history[-1]:.5f}")
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    net.eval()
+    for layer in net.layers:
+        layer.weight.requires_grad_(True)
+        layer.bias.requires_grad_(True)
+    for layer, rule in zip(net.layers, rules, strict=True):
+        if rule.frozen:
+            layer.weight.requires_grad_(False)
+            layer.bias.requires_grad_(False)
+    result.seconds = time.perf_counter() - start
+    result.useful_flops = flops_per_sample * result.samples_seen
+    return result
+
+
+@torch.no_grad()
+def _eval_loss(net: DrugResponseNet, X: torch.Tensor, y: torch.Tensor) -> float:
+    net.eval()
+    pred = net(X)
+    mask = ~torch.isnan(y) if y.dim() == 2 else None
+    return float(_masked_mse(pred, y, mask))
+
+
+@torch.no_grad()
+def predict_network(
+    fn: Callable[[torch.Tensor], torch.Tensor], net: nn.Module, X: np.ndarray,
+    device: torch.device, batch_size: int = 4096,
+) -> np.ndarray:
+    """Apply ``fn`` (the net or a part of it) in eval mode, in batches, without autograd."""
+    net.eval()
+    outs = []
+    for begin in range(0, X.shape[0], batch_size):
+        xb = torch.as_tensor(X[begin : begin + batch_size], dtype=torch.float32, device=device)
+        outs.append(fn(xb).float().cpu())
+    if not outs:
+        return np.zeros((0,), dtype=np.float32)
+    return torch.cat(outs).numpy()
+
+
+__all__ = [
+    "FINETUNE",
+    "PRETRAIN",
+    "DrugResponseNet",
+    "LayerTraining",
+    "NetworkConfig",
+    "TrainConfig",
+    "TrainResult",
+    "predict_network",
+    "regulariser_values",
+    "resolve_device",
+    "train_network",
+    "useful_flops_per_sample",
+]
