@@ -203,3 +203,21 @@ def test_temperature_schedule_and_validation(pretrained):
 def test_policy_net_shape():
     policy = PolicyNet(in_channels=2, n_blocks=5)
     assert policy(torch.randn(3, 2, 16, 24, 24)).shape == (3, 5, 2)
+
+
+def test_state_dict_round_trip_restores_policy_and_tuned_copies(pretrained, tmp_path):
+    from gliotl.core.io import load_torch, save_torch
+
+    model = _spottune(pretrained)
+    with torch.no_grad():
+        model.policy.fc.bias.copy_(torch.tensor([0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0]))
+        model.tuned_blocks[0].conv1.weight.mul_(1.1)
+    save_torch(tmp_path / "spottune.pt", model.state_dict())
+    restored = _spottune(pretrained)
+    restored.load_state_dict(load_torch(tmp_path / "spottune.pt"))
+    x = _inputs()
+    model.eval()
+    restored.eval()
+    with torch.no_grad():
+        assert torch.equal(restored.decisions(x), model.decisions(x))
+        assert torch.equal(restored(x), model(x))

@@ -96,6 +96,8 @@ class SpotTune(nn.Module):
     ``anneal_steps`` training forwards (constant when ``final_temperature`` is None); Guo et al.
     used 5, Schmitz et al. 100. ``policy_usage()`` reports, per block, the fraction of samples
     routed to the tuned copy during evaluation forwards since ``reset_policy_usage()``.
+    ``state_dict()`` holds everything needed at test time (frozen and tuned copies, head,
+    policy, step); restore into a SpotTune built with the same depth and options.
     """
 
     def __init__(
