@@ -69,7 +69,7 @@ def oracle_auc(signal: float) -> float:
     return 0.5 * (1.0 + math.erf(1.5 * signal / math.sqrt(2.0)))
 
 
-def _template() -> dict[str, np.ndarray | np.ndarray]:
+def _template() -> dict[str, np.ndarray]:
     import nibabel as nib
     import nilearn
 
@@ -82,6 +82,8 @@ def _template() -> dict[str, np.ndarray | np.ndarray]:
         image = nib.load(str(path))
         maps[name] = np.asarray(image.dataobj, dtype=np.float32) / 255.0
         maps["affine"] = image.affine
+    # one contiguous (1, 3, X, Y, Z) tensor, built once and sampled for every patient
+    maps["stack"] = np.stack([maps["t1"], maps["gm"], maps["wm"]])[None]
     return maps
 
 
@@ -129,7 +131,7 @@ def _warp_anatomy(template: dict, shape: tuple[int, int, int], rng: np.random.Ge
     coords += torch.from_numpy(np.moveaxis(warp_vox, 0, -1))
     sizes = torch.tensor(template["t1"].shape, dtype=torch.float32)
     normalised = (2.0 * coords / (sizes - 1.0) - 1.0).flip(-1)  # grid_sample wants (W, H, D)
-    stack = torch.from_numpy(np.stack([template[n] for n in ("t1", "gm", "wm")]))[None]
+    stack = torch.from_numpy(template["stack"])
     with torch.no_grad():
         out = F.grid_sample(stack, normalised[None], mode="bilinear", padding_mode="zeros",
                             align_corners=True)[0].numpy()
