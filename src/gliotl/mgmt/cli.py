@@ -61,3 +61,91 @@ def prepare_command(
         typer.echo(f"  excluded: {reason}: {count}")
     for message in report.failed.values():
         typer.secho(f"  {message}", fg="yellow")
+
+
+@mgmt_app.command("run")
+def run_command(
+    config: Path = typer.Argument(..., help="experiment YAML (e.g. configs/mgmt_phantom.yaml)"),
+    out: Path = typer.Option(None, "--out", help="run directory (default runs/<name>-<time>)"),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted run"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a finished run"),
+    executor: str = typer.Option("local", "--executor", help="local or ray"),
+    workers: int = typer.Option(1, "--workers", help="local process-pool size"),
+    ray_address: str = typer.Option(None, "--ray-address", help="auto, local or HOST:PORT"),
+    retries: int = typer.Option(0, "--retries", help="retries of a failed job"),
+) -> None:
+    """Run the MGMT experiment (all methods, modalities, folds) and write its report."""
+    from gliotl.core.jobs import make_executor
+    from gliotl.mgmt.config import load_mgmt_config
+    from gliotl.mgmt.experiment import run_mgmt_experiment
+    from gliotl.mgmt.report import print_summary
+
+    cfg, base_dir = load_mgmt_config(config)
+    options = {"address": ray_address} if executor == "ray" and ray_address else {}
+    run = run_mgmt_experiment(
+        cfg, base_dir, out=out, resume=resume, overwrite=overwrite,
+        executor=make_executor(executor, workers, **options), retries=retries,
+    )
+    print_summary(run)
+
+
+@mgmt_app.command("predict")
+def predict_command(
+    run_dir: Path = typer.Argument(..., help="a finished MGMT run directory"),
+    cohort: Path = typer.Argument(..., help="cohort table CSV (patient_id, modality paths, "
+                                  "segmentation; label optional)"),
+    method: str = typer.Option(None, "--method", help="which method's fold models "
+                               "(default: the run's reference)"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
+    out: Path = typer.Option(None, "--out", help="CSV to write (default: print)"),
+) -> None:
+    """Apply a run's fold models, preprocessing, fusion and thresholds to a new cohort."""
+    from gliotl.mgmt.predict import predict_cohort
+
+    frame = predict_cohort(run_dir, cohort, method=method, device=device)
+    if out is None:
+        typer.echo(frame.to_csv(index=False), nl=False)
+    else:
+        from gliotl.core.io import write_csv
+
+        write_csv(out, frame)
+        typer.echo(f"wrote {len(frame)} predictions to {out}")
+
+
+@mgmt_app.command("pretrain")
+def pretrain_command(
+    cohort: Path = typer.Option(..., "--cohort", help="cohort table CSV with images and "
+                                "segmentations (MGMT labels are not used)"),
+    out: Path = typer.Option(..., "--out", help="weights file to write (MedicalNet format)"),
+    depth: int = typer.Option(10, "--depth", help="ResNet depth: 10, 18, 34, 50, ..."),
+    epochs: int = typer.Option(10, "--epochs"),
+    batch_size: int = typer.Option(4, "--batch-size"),
+    lr: float = typer.Option(1e-3, "--lr"),
+    shape: str = typer.Option("32,40,40", "--shape", help="network input D,H,W"),
+    modalities: str = typer.Option("all", "--modalities", help="comma list or groups"),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("auto", "--device"),
+) -> None:
+    """Pretrain a backbone on tumour segmentation; save it as a MedicalNet checkpoint."""
+    from gliotl.errors import GliotlError
+    from gliotl.mgmt.data.cohort import read_cohort_table
+    from gliotl.mgmt.data.modalities import resolve_modalities
+    from gliotl.mgmt.pretrain import pretrain_segmentation
+
+    try:
+        size = tuple(int(p) for p in shape.split(","))
+    except ValueError:
+        size = ()
+    if len(size) != 3 or min(size) < 8:
+        raise GliotlError(f"--shape: three integers >= 8 like 32,40,40 expected, got '{shape}'")
+
+    def report(epoch: int, row: dict) -> None:
+        typer.echo(f"epoch {epoch + 1}/{epochs}: loss {row['loss']:.4f}, dice {row['dice']:.3f}")
+
+    summary = pretrain_segmentation(
+        read_cohort_table(cohort), out, depth=depth, modalities=resolve_modalities(
+            modalities.split(",")), shape=size, epochs=epochs, batch_size=batch_size, lr=lr,
+        seed=seed, device=device, progress=report,
+    )
+    typer.echo(f"wrote {out}: ResNet-{depth} pretrained on {summary['volumes']} volumes in "
+               f"{summary['seconds']:.0f} s")
