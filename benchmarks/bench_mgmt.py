@@ -100,6 +100,16 @@ def bench_depth(
                 model(x)
         return run
 
+    # Worst case for routing: every block splits the batch between the two copies.
+    alternating = (torch.arange(batch, device=device) % 2).bool().unsqueeze(1)
+    split_gates = alternating.expand(batch, spot.n_blocks)
+
+    def infer_split() -> None:
+        spot.eval()
+        with torch.inference_mode(), _autocast(device):
+            spot.policy(x)
+            spot.forward_routed(x, split_gates)
+
     def policy_only() -> None:
         spot.eval()
         with torch.inference_mode(), _autocast(device):
@@ -110,6 +120,7 @@ def bench_depth(
         Phase("train_spottune", train_step(spot, spot_opt), device),
         Phase("infer_plain", infer(plain), device),
         Phase("infer_spottune", infer(spot), device),
+        Phase("infer_spottune_split", infer_split, device),
         Phase("infer_policy_only", policy_only, device),
     ]
     for phase in phases:  # warm-up: allocator, cuDNN autotuning, first-call overheads
@@ -134,6 +145,9 @@ def bench_depth(
         "samples_per_second": {p.name: batch / p.median for p in phases},
         "train_ratio": by_name["train_spottune"].median / by_name["train_full"].median,
         "infer_ratio": by_name["infer_spottune"].median / by_name["infer_plain"].median,
+        "infer_split_ratio": (
+            by_name["infer_spottune_split"].median / by_name["infer_plain"].median
+        ),
         "policy_share_of_plain_inference": (
             by_name["infer_policy_only"].median / by_name["infer_plain"].median
         ),
@@ -167,6 +181,7 @@ def _print(result: dict) -> None:
           f"({train_ok} target <= 1.8)")
     print(f"  SpotTune / plain inference:             {result['infer_ratio']:.2f} "
           f"({infer_ok} target <= 1.3)")
+    print(f"  same, every block splitting the batch:  {result['infer_split_ratio']:.2f}")
     print(f"  policy net alone / plain inference:     "
           f"{result['policy_share_of_plain_inference']:.3f}; blocks whose batch was split "
           f"between copies: {result['blocks_with_split_batch']}/{result['n_blocks']}")

@@ -221,3 +221,14 @@ def test_state_dict_round_trip_restores_policy_and_tuned_copies(pretrained, tmp_
     with torch.no_grad():
         assert torch.equal(restored.decisions(x), model.decisions(x))
         assert torch.equal(restored(x), model(x))
+
+
+def test_forward_routed_matches_policy_routing(pretrained):
+    model = _spottune(pretrained).eval()
+    x = _inputs()
+    with torch.no_grad():
+        assert torch.equal(model.forward_routed(x, model.decisions(x)), model(x))
+        gates = torch.tensor([[True, False, True, False]] * 2 + [[False, True, False, True]] * 2)
+        mixed = model.forward_routed(x, gates)
+        alone = model.forward_routed(x[:1], gates[:1])
+    torch.testing.assert_close(mixed[:1], alone, rtol=1e-5, atol=1e-6)

@@ -290,6 +290,16 @@ class SpotTune(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone.head(self.forward_features(x))
 
+    def forward_routed(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        """Logits with a given routing (bool (N, n_blocks), True = tuned), each sample through
+        its chosen copies only; for ablations and for timing mixed routings. Eval mode only."""
+        if self.training:
+            raise RuntimeError("forward_routed needs eval mode (batch statistics would mix)")
+        if gates.shape != (x.shape[0], self.n_blocks):
+            raise ValueError(f"gates must have shape {(x.shape[0], self.n_blocks)}")
+        h = self._forward_routed(self.backbone.stem(x), gates.bool(), self.frozen_blocks())
+        return self.backbone.head(h)
+
     def _forward_train(
         self, h: torch.Tensor, logits: torch.Tensor, frozen: list[nn.Module]
     ) -> torch.Tensor:
