@@ -193,3 +193,28 @@ def test_useful_flops_counts_only_needed_backward_work():
     assert useful_flops_per_sample(net, free) == 2 * (sum(macs) + sum(macs) + 55)
     frozen = [LayerTraining(frozen=True), LayerTraining(), LayerTraining()]
     assert useful_flops_per_sample(net, frozen) == 2 * (sum(macs) + 55 + 5)
+
+
+def test_measure_case_study_sums_job_flops_over_run_wall_time(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    bench_path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_drug.py"
+    spec = importlib.util.spec_from_file_location("bench_drug", bench_path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    X, y = _data()
+    model = NetworkRegressor(network=SMALL, train={"epochs": 2}).fit(X, y)
+    macs = [30 * 16, 16 * 8, 8 * 1]
+    per_sample = 2 * (sum(macs) + sum(macs) + macs[1] + macs[2])
+    assert model.useful_flops_ == per_sample * 60 * 2  # 60 samples x 2 epochs
+    (tmp_path / "manifest.json").write_text(json.dumps(
+        {"started": "2026-01-01T00:00:00+00:00", "finished": "2026-01-01T00:00:10+00:00"}))
+    for job, flops in (("a", model.useful_flops_), ("b", 3e9)):
+        (tmp_path / "jobs" / job).mkdir(parents=True)
+        (tmp_path / "jobs" / job / "result.json").write_text(json.dumps({"useful_flops": flops}))
+    out = bench.measure_case_study(tmp_path, peak_flops=1e9)
+    assert out["jobs"] == 2 and out["wall_seconds"] == 10
+    assert out["useful_flops_per_s"] == pytest.approx((model.useful_flops_ + 3e9) / 10)
+    assert out["fraction_of_peak"] == pytest.approx(out["useful_flops_per_s"] / 1e9)

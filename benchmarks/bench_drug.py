@@ -1,0 +1,166 @@
+"""Drug-response network throughput against the machine's float32 matmul peak.
+
+Prints, measured in this one run:
+1. the float32 matmul peak (``torch.matmul`` of large square matrices, best of several);
+2. training throughput of the paper's network at pretraining scale (default 700 samples x 6000
+   genes, batch 32, Adam) as useful FLOPs per second and as a fraction of that peak;
+3. the wall time of the benchmark.
+
+Useful FLOPs per training sample (see ``gliotl.drug.model.useful_flops_per_sample``):
+forward ``2 * MACs`` of every Dense layer, backward ``2 * MACs`` for each trainable layer's weight
+gradient plus ``2 * MACs`` for the input gradient of every layer above the first (no gradient flows
+into the expression data). For the default network this is slightly less than the common
+``6 * n_params`` estimate, which is printed too. Optimiser updates, activations and dropout are
+counted as overhead, not as useful work.
+
+``measure_case_study(run_dir)`` computes the same figure for a finished experiment run: it sums the
+``useful_flops`` each job reported in ``jobs/<id>/result.json`` and divides by the run's wall time
+(manifest ``started`` -> ``finished``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gliotl.drug.model import (
+    PRETRAIN,
+    DrugResponseNet,
+    LayerTraining,
+    NetworkConfig,
+    train_network,
+    useful_flops_per_sample,
+)
+
+
+def matmul_peak(size: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
+    """Best float32 FLOP/s of ``size x size`` matmuls (2 * size**3 FLOPs each)."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    out = torch.empty(size, size, device=device)
+    torch.matmul(a, b, out=out)  # warm-up: thread pool, caches
+    best = float("inf")
+    for _ in range(repeats):
+        if device != "cpu":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        torch.matmul(a, b, out=out)
+        if device != "cpu":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size**3 / best
+
+
+def training_throughput(
+    samples: int, genes: int, batch_size: int, epochs: int, device: str = "cpu", seed: int = 0
+) -> dict[str, float]:
+    """Train the default network; report the best epoch's samples/s and useful FLOP/s."""
+    rng = np.random.default_rng(seed)
+    X = torch.as_tensor(rng.normal(size=(samples, genes)).astype(np.float32), device=device)
+    y = torch.as_tensor(rng.uniform(0, 10, size=samples).astype(np.float32), device=device)
+    net = DrugResponseNet(genes, NetworkConfig()).to(device)
+    train = PRETRAIN.model_copy(update={"epochs": 1, "batch_size": batch_size})
+    rules = [LayerTraining() for _ in net.layers]
+    per_sample = useful_flops_per_sample(net, rules)
+    train_network(net, X, y, train, rules, seed=seed)  # warm-up epoch (allocations, kernels)
+    best = float("inf")
+    for epoch in range(epochs):
+        result = train_network(net, X, y, train, rules, seed=seed + epoch + 1)
+        if device != "cpu":
+            torch.cuda.synchronize()
+        best = min(best, result.seconds)
+    n_params = sum(p.numel() for p in net.parameters())
+    return {
+        "samples_per_s": samples / best,
+        "useful_flops_per_sample": per_sample,
+        "six_n_flops_per_sample": 6.0 * n_params,
+        "useful_flops_per_s": per_sample * samples / best,
+        "epoch_seconds": best,
+    }
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def measure_case_study(run_dir: str | Path, peak_flops: float | None = None) -> dict[str, Any]:
+    """Useful FLOP/s of a finished run: sum of the jobs' ``useful_flops`` over the run's wall time.
+
+    Every job of the drug engine reports ``useful_flops`` (the ``useful_flops_`` of the networks it
+    fitted) in its ``result.json``; jobs without the key count as zero useful work.
+    """
+    run_dir = Path(run_dir)
+    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    started, finished = _parse_time(manifest.get("started")), _parse_time(manifest.get("finished"))
+    if started is None or finished is None:
+        raise ValueError(f"{run_dir / 'manifest.json'}: run has not finished (no 'finished' time)")
+    wall = max((finished - started).total_seconds(), 1e-9)
+    total, n_jobs, fit_seconds = 0.0, 0, 0.0
+    for result_path in sorted((run_dir / "jobs").glob("*/result.json")):
+        result = json.loads(result_path.read_text(encoding="utf-8"))
+        total += float(result.get("useful_flops", 0.0))
+        fit_seconds += float(result.get("fit_seconds", 0.0))
+        n_jobs += 1
+    out: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "jobs": n_jobs,
+        "wall_seconds": wall,
+        "useful_flops": total,
+        "useful_flops_per_s": total / wall,
+        "fit_seconds": fit_seconds,
+    }
+    if peak_flops:
+        out["fraction_of_peak"] = out["useful_flops_per_s"] / peak_flops
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=700)
+    parser.add_argument("--genes", type=int, default=6000)
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs (best one counts)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128])
+    parser.add_argument("--threads", type=int, nargs="+", default=None,
+                        help="torch CPU thread counts to try (default: torch's default)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--case-study", type=Path, default=None, help="a finished run folder")
+    args = parser.parse_args(argv)
+
+    wall_start = time.perf_counter()
+    threads = args.threads or [torch.get_num_threads()]
+    print(f"device {args.device}; torch {torch.__version__}; "
+          f"data {args.samples} samples x {args.genes} genes; network {NetworkConfig().hidden}")
+    best_peak = 0.0
+    for n_threads in threads:
+        torch.set_num_threads(n_threads)
+        peak = matmul_peak(device=args.device)
+        best_peak = max(best_peak, peak)
+        print(f"[threads={n_threads}] float32 matmul peak (2048^2, best of 5): "
+              f"{peak / 1e9:.1f} GFLOP/s")
+        for batch in args.batch_sizes:
+            stats = training_throughput(args.samples, args.genes, batch, args.epochs, args.device)
+            print(
+                f"[threads={n_threads}] batch {batch:4d}: {stats['samples_per_s']:8.0f} samples/s, "
+                f"{stats['useful_flops_per_s'] / 1e9:6.1f} useful GFLOP/s "
+                f"({stats['useful_flops_per_sample'] / 1e6:.1f} MFLOP/sample; "
+                f"6N = {stats['six_n_flops_per_sample'] / 1e6:.1f}) = "
+                f"{stats['useful_flops_per_s'] / peak:.2f} of this thread count's peak"
+            )
+    if args.case_study is not None:
+        case = measure_case_study(args.case_study, best_peak)
+        print(f"case study {case['run_dir']}: {case['jobs']} jobs, "
+              f"wall {case['wall_seconds']:.1f} s, "
+              f"{case['useful_flops_per_s'] / 1e9:.2f} useful GFLOP/s = "
+              f"{case.get('fraction_of_peak', float('nan')):.3f} of peak")
+    print(f"benchmark wall time: {time.perf_counter() - wall_start:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
