@@ -99,3 +99,15 @@ def test_ray_executor_without_ray_is_a_user_error(tmp_path, monkeypatch):
     executor = make_executor("ray", address="local")
     with pytest.raises(GliotlError, match="pip install 'gliotl\\[ray\\]'"):
         list(executor.run([Job("a", jobfns.quick, {"value": 1})], open_run(tmp_path), 0))
+
+
+def test_unreachable_ray_address_fails_fast(tmp_path):
+    pytest.importorskip("ray")
+    import socket
+
+    with socket.socket() as free:  # a loopback port nobody listens on
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    executor = make_executor("ray", address=f"127.0.0.1:{port}")
+    with pytest.raises(GliotlError, match="nothing answers at '127.0.0.1:"):
+        list(executor.run([Job("a", jobfns.quick, {"value": 1})], open_run(tmp_path), 0))

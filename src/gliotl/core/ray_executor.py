@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sys
 import tempfile
 import traceback
@@ -167,6 +168,7 @@ class RayExecutor:
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
         if self.address in (None, "local"):
             kwargs.update(num_cpus=self.num_cpus, num_gpus=self.num_gpus)
+        self._check_reachable()
         try:
             ray.init(address=self.address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -176,6 +178,19 @@ class RayExecutor:
                 "a cluster with `ray start --head` or use --ray-address local"
             ) from None
         return ray, True
+
+    def _check_reachable(self) -> None:
+        """Fail fast on a wrong HOST:PORT: Ray itself keeps retrying it for minutes."""
+        if self.address in (None, "auto", "local"):
+            return
+        host, _, port = self.address.removeprefix("ray://").rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+        except OSError as exc:
+            raise GliotlError(
+                f"--ray-address: nothing answers at '{self.address}' ({exc}); check the head "
+                "node's address and port (`ray start --head --port 6379`)"
+            ) from None
 
     def _check_feasible(self, ray, jobs: list[Job]) -> None:
         """Refuse jobs no alive node can ever host: Ray would otherwise queue them forever."""
