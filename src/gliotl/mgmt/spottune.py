@@ -11,6 +11,9 @@ the frozen copy, index 1 the tuned copy.
 * Evaluation (``model.eval()``): ``a`` is the argmax of the policy logits, without Gumbel noise,
   so predictions are deterministic (the authors' code sampled noise at test time), and each
   sample runs only through the copy chosen for it.
+* With hard samples the temperature does not change which copy is drawn (the Gumbel argmax
+  ignores it); it scales the straight-through gradient the policy receives (~1/temperature), so
+  Schmitz et al.'s 100 makes the policy learn far more slowly than Guo et al.'s 5.
 * ``mode="global"``: one learned policy shared by all inputs (SpotTune-global), optionally with a
   budget of at most ``budget`` tuned blocks (a training penalty from
   :meth:`SpotTune.regularization_loss`, and a hard top-k cap at evaluation).
