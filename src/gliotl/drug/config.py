@@ -43,9 +43,6 @@ class StepConfig(StrictModel):
 class GeneConfig(StrictModel):
     policy: Literal["intersection", "fill"] = "intersection"
     list_file: str | None = None
-    top_k_variance: int | None = Field(
-        None, description="keep the k most variable genes, chosen on each model's first step only"
-    )
 
 
 class CVConfig(StrictModel):

@@ -72,7 +72,7 @@ def upstream_job(job_dir: Path, run_path: str, chain: list[str], parent: str | N
     prep.save(job_dir / "preprocess.json")
     return {
         "chain": chain, "samples": int(len(y)), "train_seconds": seconds,
-        "train_flops": float(model.training_flops_), "model": str(job_dir / "model.pt"),
+        "useful_flops": float(model.useful_flops_), "model": str(job_dir / "model.pt"),
     }
 
 
@@ -93,8 +93,9 @@ def source_linear_job(job_dir: Path, run_path: str, step: str, seed: int) -> dic
     step_cfg = config.steps[step.split("@")[0]]
     data = read_step(Path(run_path) / "data", step)
     prep = StepPreprocessor(step_cfg.scaler, step_cfg.response).fit(data.X, data.y)
-    coef, intercept = fit_source_linear_model(prep.transform_X(data.X), prep.transform_y(data.y),
-                                              seed=seed)
+    coef, intercept, _ = fit_source_linear_model(
+        prep.transform_X(data.X), prep.transform_y(data.y), seed=seed
+    )
     save_source_linear(job_dir / "linear.npz", coef, intercept)
     return {"step": step, "nonzero": int(np.count_nonzero(coef))}
 
@@ -123,7 +124,7 @@ def multitask_job(job_dir: Path, run_path: str, method: str, seed: int) -> dict[
     model.fit(prep.transform_X(source.X), Y.to_numpy(np.float32))
     model.save(job_dir / "model.pt")
     return {"drugs": spec.drugs, "samples": int(len(Y)), "observed": int(Y.notna().sum().sum()),
-            "train_flops": float(getattr(model, "training_flops_", 0.0))}
+            "useful_flops": float(model.useful_flops_)}
 
 
 def fold_job(job_dir: Path, run_path: str, step: str, method: dict, repeat: int, fold: int,
@@ -164,14 +165,14 @@ def fold_job(job_dir: Path, run_path: str, step: str, method: dict, repeat: int,
         "method": method_cfg.name, "sample_id": list(test_ids), "repeat": repeat, "fold": fold,
         "role": "test", "y_true": y_test.to_numpy(float), "y_pred": np.asarray(y_pred, float),
     })
-    return {"predictions": predictions, "train_seconds": seconds, "train_flops": flops}
+    return {"predictions": predictions, "train_seconds": seconds, "useful_flops": flops}
 
 
 def _training_flops(estimator: Any) -> float:
     for obj in (estimator, getattr(estimator, "model_", None),
                 getattr(estimator, "best_estimator_", None)):
-        if obj is not None and hasattr(obj, "training_flops_"):
-            return float(obj.training_flops_)
+        if obj is not None and hasattr(obj, "useful_flops_"):
+            return float(obj.useful_flops_)
     inner = getattr(estimator, "selected_estimator_", None)
     return _training_flops(inner) if inner is not None and inner is not estimator else 0.0
 
@@ -369,7 +370,7 @@ def run_drug_experiment(
     timings = {
         "train_seconds": float(sum(r.get("train_seconds", 0.0)
                                    for r in {**upstream_results, **outcome.results}.values())),
-        "train_flops": float(sum(r.get("train_flops", 0.0)
+        "useful_flops": float(sum(r.get("useful_flops", 0.0)
                                  for r in {**upstream_results, **outcome.results}.values())),
     }
     extra["selected_source_drug"] = selected

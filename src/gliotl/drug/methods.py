@@ -32,7 +32,7 @@ def chain_id(chain: list[str]) -> str:
 
 def network_settings(config: ExperimentConfig, stage: str) -> tuple[dict, dict]:
     """The network config and the training preset (``pretrain`` / ``finetune``) with overrides."""
-    from gliotl.drug.estimators import FINETUNE, PRETRAIN
+    from gliotl.drug.model import FINETUNE, PRETRAIN
 
     base = (PRETRAIN if stage == "pretrain" else FINETUNE).model_dump()
     base.update(config.train.get(stage, {}))
@@ -143,5 +143,5 @@ def mgmt_status_predictions(
     """Predict each test sample by the training mean of its MGMT status group."""
     from gliotl.drug.baselines import MGMTStatusRegressor
 
-    model = MGMTStatusRegressor().fit(train_status.reshape(-1, 1), y_train)
-    return model.predict(test_status.reshape(-1, 1))
+    model = MGMTStatusRegressor().fit(train_status.astype(object).reshape(-1, 1), y_train)
+    return model.predict(test_status.astype(object).reshape(-1, 1))

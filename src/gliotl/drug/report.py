@@ -71,16 +71,30 @@ def write_drug_outputs(run: RunDir, config: ExperimentConfig, predictions: pd.Da
     report.write(run.report_path)
 
 
+def headline_table(metrics: dict) -> pd.DataFrame:
+    """One row per method: Spearman mean +- sd over repeats, pooled 95% CI, p vs reference."""
+    target = metrics["target"]
+    summary = pd.DataFrame(target["summary"])
+    summary = summary[summary["metric"] == target["primary_metric"]]
+    table = summary[["method", "mean", "sd", "ci_low", "ci_high"]].copy()
+    comparisons = pd.DataFrame(target["comparisons"])
+    if len(comparisons):
+        comparisons = comparisons[comparisons["metric"] == target["primary_metric"]]
+        table = table.merge(comparisons[["method", "p_value"]], on="method", how="left")
+    table = table.sort_values("mean", ascending=False).reset_index(drop=True)
+    return table.rename(columns={"p_value": f"p vs {target['reference']}"})
+
+
 def print_summary(run: RunDir) -> None:
     from rich.console import Console
     from rich.table import Table
 
     metrics = json.loads(run.metrics_path.read_text())
-    summary = pd.DataFrame(metrics["target"]["summary"])
-    table = Table(title=f"{run.path.name}: target Spearman")
-    for column in summary.columns:
+    table_frame = headline_table(metrics)
+    table = Table(title=f"{run.path.name}: target Spearman per repeat")
+    for column in table_frame.columns:
         table.add_column(str(column))
-    for _, row in summary.iterrows():
+    for _, row in table_frame.iterrows():
         table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
     console = Console()
     console.print(table)

@@ -56,6 +56,7 @@ def _apply_filter(samples: pd.DataFrame, flt: SampleFilter, where: str) -> pd.In
 
 def build_step(name: str, step: StepConfig, dataset, drug: str | None = None) -> StepData:
     """Select one step's samples and response from an aligned dataset."""
+    key = step_key(name, drug)
     drug = drug or step.drug
     kwargs = {"source": step.release} if step.release else {}
     y = dataset.responses(drug, step.measure, **kwargs)
@@ -71,8 +72,7 @@ def build_step(name: str, step: StepConfig, dataset, drug: str | None = None) ->
             f"'{drug}' {step.measure} after filtering; expected at least 3"
         )
     X = dataset.expression.loc[y.index].astype(np.float32)
-    return StepData(step_key(name, drug if drug != step.drug else None), X, y,
-                    dataset.samples.reindex(y.index))
+    return StepData(key, X, y, dataset.samples.reindex(y.index))
 
 
 def load_and_align(config: ExperimentConfig, base_dir: Path):
