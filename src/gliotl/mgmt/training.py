@@ -215,6 +215,10 @@ def fit(model: nn.Module, train_set: Any, val_set: Any, training: TrainingConfig
         if hasattr(train_set, "set_epoch"):
             train_set.set_epoch(epoch)
         order = epoch_indices(labels, training.balancing, seed, epoch)
+        if len(order) > 1 and len(order) % training.batch_size == 1:
+            # A batch of one breaks train-mode BatchNorm wherever features are 1x1x1 (the
+            # policy network on small volumes); the dropped item changes with each epoch.
+            order = order[:-1]
         loader = DataLoader(Subset(train_set, order.tolist()), batch_size=training.batch_size,
                             shuffle=False, num_workers=training.num_workers,
                             generator=generator, pin_memory=device.type == "cuda")
