@@ -88,7 +88,9 @@ def test_fit_keeps_best_epoch_and_eval_is_deterministic(method):
     result = fit(model, train, val, training, torch.device("cpu"), seed=3)
     history = result.history
     assert len(history) == 3
-    assert result.best_epoch == int(history["val_score"].to_numpy().argmax())
+    keys = list(zip(history["val_score"], history["val_auc"].fillna(-1.0), -history["epoch"],
+                    strict=True))
+    assert result.best_epoch == -max(keys)[2]  # best score, then best AUC, then earliest
     assert set(history["train_items"]) == {12}  # balanced fold: undersampling keeps all 6+6
     # the returned model holds the best epoch's weights
     for key, value in model.state_dict().items():
