@@ -14,7 +14,7 @@ $(BIN)/python:
 # Reinstalls only when pyproject.toml or TORCH_SPEC changes.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,ray]"
 	echo "$(TORCH_SPEC)" > $(STAMP)
 
 install: $(STAMP)

@@ -61,9 +61,21 @@ class JobsOutcome:
 
 
 def call_job(job: Job, job_dir: Path) -> dict[str, Any]:
-    """Run one job's function in whatever process the executor chose."""
+    """Run one job's function in whatever process the executor chose.
+
+    The job computes with as many torch threads as CPUs it reserved (``job.cpus``, default 1):
+    more threads than reserved cores make OpenMP workers spin against each other, which slowed
+    small networks ~10x on a busy 2-core machine.
+    """
+    import torch
+
     job_dir.mkdir(parents=True, exist_ok=True)
-    result = job.fn(job_dir=job_dir, **job.kwargs)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(job.cpus)))
+    try:
+        result = job.fn(job_dir=job_dir, **job.kwargs)
+    finally:
+        torch.set_num_threads(previous)
     if not isinstance(result, dict):
         raise TypeError(f"job {job.job_id} returned {type(result).__name__}, expected dict")
     return result

@@ -140,6 +140,7 @@ def fold_job(job_dir: Path, run_path: str, step: str, method: dict, repeat: int,
     seed_everything(seed)
     start = time.perf_counter()
     flops = 0.0
+    selected = None
     if method_cfg.kind == "mgmt_status":
         column = method_cfg.column
         if column not in data.annotations.columns:
@@ -157,6 +158,7 @@ def fold_job(job_dir: Path, run_path: str, step: str, method: dict, repeat: int,
         estimator.fit(prep.transform_X(X_train), prep.transform_y(y_train))
         y_pred = prep.inverse_y(estimator.predict(prep.transform_X(X_test)))
         flops = _training_flops(estimator)
+        selected = getattr(estimator, "selected_", None)
         if save_model and hasattr(estimator, "model_"):
             estimator.model_.save(job_dir / "model.pt")
             prep.save(job_dir / "preprocess.json")
@@ -165,7 +167,10 @@ def fold_job(job_dir: Path, run_path: str, step: str, method: dict, repeat: int,
         "method": method_cfg.name, "sample_id": list(test_ids), "repeat": repeat, "fold": fold,
         "role": "test", "y_true": y_test.to_numpy(float), "y_pred": np.asarray(y_pred, float),
     })
-    return {"predictions": predictions, "train_seconds": seconds, "useful_flops": flops}
+    result = {"predictions": predictions, "train_seconds": seconds, "useful_flops": flops}
+    if selected is not None:  # nested selection: which method the inner CV chose in this fold
+        result["selected"] = {"method": selected["method"], "params": selected["params"]}
+    return result
 
 
 def _training_flops(estimator: Any) -> float:
@@ -346,6 +351,13 @@ def run_drug_experiment(
     outcome = _run_stage(jobs, run, executor, retries, progress, "target folds")
     predictions = _predictions(outcome, "target")
     write_csv(run.predictions_path, predictions)
+    chosen = [{"method": key.split("-")[1], "selected": r["selected"]["method"]}
+              for key, r in outcome.results.items()
+              if key.startswith("target-") and "selected" in r]
+    if chosen:
+        counts = pd.DataFrame(chosen).value_counts().rename("outer_folds").reset_index()
+        write_csv(run.path / "nested_selection.csv", counts)
+        extra["nested_selection"] = counts.to_dict(orient="records")
 
     final_jobs = []
     all_ids = [str(i) for i in target.y.index]

@@ -64,6 +64,12 @@ def write_drug_outputs(run: RunDir, config: ExperimentConfig, predictions: pd.Da
     if "source_cv" in extra:
         report.heading("Source models (cross-validated on their own data)")
         report.table(pd.DataFrame(extra["source_cv"]))
+    if "nested_selection" in extra:
+        report.heading("Nested selection")
+        report.paragraph("In each outer training fold an inner CV (training rows only) chose the "
+                         "method; the outer test fold was used once, for scoring.")
+        report.table(pd.DataFrame(extra["nested_selection"]),
+                     caption="How often each method was chosen across outer folds")
     report.heading("Target results")
     add_evaluation(report, evaluation, predictions, task="regression")
     report.heading("Config")

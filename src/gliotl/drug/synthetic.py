@@ -43,8 +43,8 @@ def make_synthetic_chain(
         rows.append(pd.DataFrame({"cell_line_name": names, "drug": drug, "measure": "AUC",
                                   "value": auc, "tissue": tissue}))
     genes = [f"GENE{j:04d}" for j in range(n_genes)]
-    frame = pd.DataFrame(expression.astype(np.float32), index=pd.Index(names, name="cell_line_name"),
-                         columns=genes)
+    index = pd.Index(names, name="cell_line_name")
+    frame = pd.DataFrame(expression.astype(np.float32), index=index, columns=genes)
     return frame, pd.concat(rows, ignore_index=True)
 
 
