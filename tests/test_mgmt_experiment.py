@@ -22,18 +22,22 @@ from gliotl.mgmt.config import MGMTExperimentConfig
 pytestmark = pytest.mark.slow
 
 
-def _config(name: str, cohort: dict, model: dict) -> MGMTExperimentConfig:
+N_PATIENTS = 44
+"""16 hold-out patients (a null AUC above 0.75 has probability ~3% there), 2 folds of ~14."""
+
+
+def _config(name: str, cohort: dict, model: dict, cache: str) -> MGMTExperimentConfig:
     return MGMTExperimentConfig.model_validate({
-        "name": name, "seed": 1, "cohort": cohort,
+        "name": name, "seed": 1, "cohort": cohort, "cache_dir": cache,
         "preprocessing": {"target_shape": [16, 16, 16]},
         "modalities": ["DSC_ap-rCBV"],
         "model": {"depth": 10, **model},
         "methods": ["full", "spottune"],
-        "training": {"epochs": 5, "batch_size": 8, "balancing": "weighted_loss",
+        "training": {"epochs": 4, "batch_size": 8, "balancing": "weighted_loss",
                      "eval_batch_size": 32, "lr_backbone": 3e-3,
                      "lr_policy": 1e-2, "temperature": 5.0, "augment": None,
                      "plateau_patience": 2},
-        "split": {"test_size": 0.35, "n_splits": 3},
+        "split": {"test_size": 0.35, "n_splits": 2},
         "n_boot": 0,
         "reference": "spottune",
     })
@@ -41,12 +45,14 @@ def _config(name: str, cohort: dict, model: dict) -> MGMTExperimentConfig:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
+    """One phantom cohort (volumes preprocessed once, shared cache), one pretrained checkpoint,
+    and two experiments on identical images: true labels and permuted labels."""
     from gliotl.mgmt.data.cohort import read_upenn, write_cohort_table
     from gliotl.mgmt.data.phantom import make_phantom_cohort
     from gliotl.mgmt.experiment import run_mgmt_experiment
 
     root = tmp_path_factory.mktemp("mgmt")
-    make_phantom_cohort(root / "phantom", 40, (24, 24, 16), signal=3.0, seed=5,
+    make_phantom_cohort(root / "phantom", N_PATIENTS, (24, 24, 16), signal=3.0, seed=5,
                         missing_dti_fraction=0, missing_dsc_fraction=0,
                         indeterminate_fraction=0, not_available_fraction=0,
                         followup_fraction=0, expert_fraction=0)
@@ -57,17 +63,20 @@ def runs(tmp_path_factory):
     shuffled["label"] = np.random.default_rng(0).permutation(shuffled["label"].to_numpy())
     cohort.table = shuffled
     write_cohort_table(cohort, root / "shuffled.csv")
+    cache = str(root / "cache")
 
-    # Real labels, with the segmentation-pretraining stage (labels are not used by it).
-    pretrain = {"cohort": {"kind": "table", "table": str(table)}, "epochs": 1,
+    # Real labels, with the segmentation-pretraining stage (labels are not used by it). SpotTune
+    # keeps the pretrained stem and frozen copies with their BatchNorm statistics, so these must
+    # be settled (3 epochs); after 1 they are mostly the initial 0/1 and SpotTune cannot learn.
+    pretrain = {"cohort": {"kind": "table", "table": str(table)}, "epochs": 3,
                 "batch_size": 8, "shape": [16, 16, 16]}
     real = run_mgmt_experiment(
-        _config("real", {"kind": "table", "table": str(table)}, {"pretrain": pretrain}),
+        _config("real", {"kind": "table", "table": str(table)}, {"pretrain": pretrain}, cache),
         root, out=root / "real", progress=False)
     weights = str(real.checkpoints / "pretrained_medicalnet.pth")
     null = run_mgmt_experiment(
         _config("shuffled", {"kind": "table", "table": str(root / "shuffled.csv")},
-                {"weights": weights}),
+                {"weights": weights}, cache),
         root, out=root / "shuffled", progress=False)
     return {"real": real, "shuffled": null, "table": table, "root": root}
 
@@ -82,8 +91,8 @@ def test_signal_beats_shuffled_labels(runs):
     for method in ("full", "spottune"):
         auc_real = real.loc[("dsc", method), "roc_auc"]
         auc_null = null.loc[("dsc", method), "roc_auc"]
-        assert auc_real >= 0.75, (method, auc_real)
-        assert auc_real - auc_null >= 0.2, (method, auc_real, auc_null)
+        assert auc_real >= 0.85, (method, auc_real)
+        assert auc_real - auc_null >= 0.25, (method, auc_real, auc_null)
 
 
 def test_outputs_and_validation_threshold(runs):
@@ -104,7 +113,7 @@ def test_outputs_and_validation_threshold(runs):
     metrics = json.loads(run.metrics_path.read_text())
     usage = pd.DataFrame(metrics["policy_usage"])
     assert set(usage["method"]) == {"spottune"} and usage["tuned_fraction"].between(0, 1).all()
-    assert metrics["pretrain"]["volumes"] == 40
+    assert metrics["pretrain"]["volumes"] == N_PATIENTS
     assert "module.conv_seg.0.weight" in __import__("torch").load(
         metrics["weights"], weights_only=True)["state_dict"]
     assert "policy" in run.report_path.read_text().lower()

@@ -20,6 +20,7 @@ from gliotl.mgmt.training import (
     positive_weight,
     predict_proba,
     undersample_indices,
+    validation_log_loss,
 )
 
 
@@ -78,6 +79,17 @@ def test_checkpoint_score_uses_validation_youden_threshold():
     assert score == pytest.approx(0.6 * sens + 0.4 * spec)
 
 
+def test_validation_log_loss_matches_sklearn():
+    from sklearn.metrics import log_loss
+
+    y = np.array([0, 1, 1, 0, 1])
+    p = np.array([0.2, 0.7, 0.9, 0.4, 0.55])
+    assert validation_log_loss(y, p) == pytest.approx(log_loss(y, p))
+    # a saturated AUC still tells a confident model from an undecided one
+    assert validation_log_loss(y, np.where(y == 1, 0.9, 0.1)) < validation_log_loss(
+        y, np.where(y == 1, 0.51, 0.49))
+
+
 @pytest.mark.parametrize("method", ["spottune", "full"])
 def test_fit_keeps_best_epoch_and_eval_is_deterministic(method):
     torch.manual_seed(0)
@@ -88,9 +100,10 @@ def test_fit_keeps_best_epoch_and_eval_is_deterministic(method):
     result = fit(model, train, val, training, torch.device("cpu"), seed=3)
     history = result.history
     assert len(history) == 3
-    keys = list(zip(history["val_score"], history["val_auc"].fillna(-1.0), -history["epoch"],
-                    strict=True))
-    assert result.best_epoch == -max(keys)[2]  # best score, then best AUC, then earliest
+    keys = list(zip(history["val_score"], history["val_auc"].fillna(-1.0), -history["val_loss"],
+                    -history["epoch"], strict=True))
+    # best score, then best AUC, then lowest validation log-loss, then earliest
+    assert result.best_epoch == -max(keys)[3]
     assert set(history["train_items"]) == {12}  # balanced fold: undersampling keeps all 6+6
     # the returned model holds the best epoch's weights
     for key, value in model.state_dict().items():

@@ -108,6 +108,7 @@ class TrainingConfig(StrictModel):
     amp: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_workers: int = Field(0, ge=0)
+    cpus_per_job: int = Field(1, ge=1, description="CPUs (torch threads) each job reserves")
 
 
 class MethodConfig(StrictModel):

@@ -209,6 +209,16 @@ def fold_job(job_dir: Path, run_path: str, method: str, unit: str, fold: int,
 # -- orchestration ----------------------------------------------------------------------------
 
 
+def job_gpus(config: MGMTExperimentConfig) -> float:
+    """One GPU per job for ``device: cuda``, and for ``auto`` where this machine has CUDA; none
+    otherwise (a Ray cluster without GPUs could never host a job that asks for one)."""
+    if config.training.device == "auto":
+        import torch
+
+        return 1.0 if torch.cuda.is_available() else 0.0
+    return 1.0 if config.training.device == "cuda" else 0.0
+
+
 def job_id(method: str, unit: str, fold: int) -> str:
     return f"{method}-{unit}-f{fold}"
 
@@ -249,7 +259,9 @@ def _weights(config: MGMTExperimentConfig, run: RunDir, executor, retries, progr
     if config.model.pretrain is None:
         return None, None
     job = Job("pretrain", pretrain_job, dict(run_path=str(run.path),
-                                             seed=derive_seed(config.seed, "pretrain")))
+                                             seed=derive_seed(config.seed, "pretrain")),
+              cpus=config.training.cpus_per_job,
+              gpus=job_gpus(config))
     outcome = _run_stage([job], run, executor, retries, progress, "segmentation pretraining")
     target = run.checkpoints / PRETRAINED_FILE
     if not target.is_file():
@@ -274,7 +286,8 @@ def fold_jobs(config: MGMTExperimentConfig, run: RunDir, splits: pd.DataFrame,
                     train_ids=[str(i) for i in fold.train], val_ids=[str(i) for i in fold.val],
                     test_ids=[str(i) for i in fold.test], weights=weights,
                     seed=derive_seed(config.seed, method.name, unit, fold.fold),
-                ), gpus=1.0 if config.training.device != "cpu" else 0.0))
+                ), cpus=config.training.cpus_per_job,
+                    gpus=job_gpus(config)))
     return jobs
 
 
