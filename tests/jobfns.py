@@ -88,3 +88,23 @@ def always_killed(job_dir: Path) -> dict:
 def calls(job_dir: Path) -> int:
     path = Path(job_dir) / "calls.txt"
     return len(path.read_text(encoding="utf-8").splitlines()) if path.is_file() else 0
+
+
+# -- used by tests/test_core_runtime.py -------------------------------------------------------
+
+
+def square_job(job_dir: Path, value: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    noise = float(rng.normal())
+    (job_dir / "artifact.txt").write_text(str(value))
+    return {"value": value, "square": value * value, "noise": noise,
+            "predictions": pd.DataFrame({"sample_id": [f"s{value}"], "y_pred": [noise]})}
+
+
+def failing_job(job_dir: Path, fail_times: int) -> dict:
+    marker = job_dir / "attempts"
+    attempts = int(marker.read_text()) + 1 if marker.exists() else 1
+    marker.write_text(str(attempts))
+    if attempts <= fail_times:
+        raise RuntimeError(f"planned failure {attempts}")
+    return {"attempts": attempts}

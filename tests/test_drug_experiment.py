@@ -171,3 +171,24 @@ def test_shipped_configs_are_valid(name):
     config, base = load_experiment_config(ROOT / "configs" / name)
     assert config.reference in {m.name for m in config.methods}
     assert base == ROOT / "configs"
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_ray_executor_gives_the_same_metrics_as_local(chain_data, tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # bind Ray to loopback only
+    from gliotl.core.jobs import LocalExecutor, make_executor
+
+    methods = [{"name": "target_only", "kind": "network", "params": {"train": {"epochs": 20}}},
+               {"name": "mean", "kind": "mean"}]
+    config = ExperimentConfig.model_validate(
+        chain_config(chain_data, methods, target_cv={"n_splits": 3, "n_repeats": 1}))
+    local = run_drug_experiment(config, tmp_path, out=tmp_path / "local",
+                                executor=LocalExecutor(workers=1), progress=False)
+    on_ray = run_drug_experiment(config, tmp_path, out=tmp_path / "ray",
+                                 executor=make_executor("ray", address="local", num_cpus=2),
+                                 progress=False)
+    a = json.loads(local.metrics_path.read_text())["target"]["summary"]
+    b = json.loads(on_ray.metrics_path.read_text())["target"]["summary"]
+    assert a == b

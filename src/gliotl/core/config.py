@@ -21,7 +21,9 @@ class StrictModel(BaseModel):
 
 def format_validation_error(exc: ValidationError, source: str | Path) -> GliotlError:
     """Turn pydantic's multi-line report into one line naming the key and what was expected."""
-    err = exc.errors()[0]
+    # An unknown key is usually a typo of a key reported as missing: name the typo first.
+    errors = sorted(exc.errors(), key=lambda e: e.get("type") != "extra_forbidden")
+    err = errors[0]
     key = ".".join(str(part) for part in err.get("loc", ())) or "<root>"
     if err.get("type") == "extra_forbidden":
         expected = "unknown config key"
