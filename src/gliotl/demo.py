@@ -140,12 +140,14 @@ def _add_drug_section(report, run: RunDir, data: str) -> None:
     report.heading("1. Drug response: temozolomide on glioma lines by N-step transfer")
     target = metrics["target"]
     steps = pd.DataFrame(metrics["data"]["steps"]).T.reset_index(names="step")
+    cv = run.config()["target_cv"]
+    selected = metrics.get("selected_source_drug")
     report.paragraph(
         f"Data: {'GDSC (real)' if data == 'gdsc' else 'synthetic chain'}. Target: "
         f"{int(steps.loc[steps.step == 'target', 'samples'].iloc[0])} glioma lines, "
-        f"{target['keys'] if isinstance(target.get('keys'), str) else ''} repeated 3-fold CV "
-        f"on saved splits shared by every method. Selected source drug: "
-        f"{metrics.get('selected_source_drug')}."
+        f"{cv['n_splits']}-fold CV x {cv['n_repeats']} repeats on saved splits shared by every "
+        "method. " + (f"Source drug chosen by one-step transfer on the intermediate step: "
+                      f"{selected}." if selected else "Source drug fixed by the config.")
     )
     report.table(headline_table(metrics), caption="Spearman per repeat (mean, sd), pooled 95% "
                  "bootstrap CI, paired Wilcoxon vs the two-step model")
