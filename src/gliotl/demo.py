@@ -161,19 +161,25 @@ def _add_drug_section(report, run: RunDir, data: str) -> None:
 
 
 def _add_mgmt_section(report, run: RunDir) -> None:
-    from gliotl.mgmt.report import _usage_figure, compact_table
+    from gliotl.mgmt.report import compact_table, roc_figure, usage_figure
 
     report.heading("2. MGMT methylation from MRI: SpotTune on a phantom cohort")
     report.paragraph("ResNet-10 pretrained by tumour segmentation on a separate phantom cohort "
                      "(MedicalNet checkpoint format), then fine-tuned per modality on the same "
                      "hold-out + K-fold splits by every method; late fusion over modalities.")
-    report.table(compact_table(run), caption="Hold-out test (fold ensemble, threshold from "
+    table = compact_table(run)
+    report.table(table, caption="Hold-out test (fold ensemble, threshold from "
                  "validation, AUC 95% CI by DeLong)")
+    predictions = pd.read_csv(run.predictions_path)
+    fused = predictions[predictions["level"] == "group"]
+    group = widest_group(table["group"])
+    report.figure(roc_figure(fused, group),
+                  caption=f"Hold-out ROC and precision-recall curves, fused group '{group}'")
     usage_path = run.path / "policy_usage.csv"
     if usage_path.is_file():
         usage = pd.read_csv(usage_path)
         for method in usage["method"].unique():
-            report.figure(_usage_figure(usage, method),
+            report.figure(usage_figure(usage, method),
                           caption=f"{method}: fraction of hold-out patients routed to the "
                                   "fine-tuned copy of each block")
 

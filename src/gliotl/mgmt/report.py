@@ -75,7 +75,7 @@ def usage_summary(usage: pd.DataFrame) -> pd.DataFrame:
                        n_samples=("n_samples", "first")).reset_index()
 
 
-def _usage_figure(summary: pd.DataFrame, method: str):
+def usage_figure(summary: pd.DataFrame, method: str):
     import matplotlib.pyplot as plt
 
     part = summary[summary["method"] == method]
@@ -96,7 +96,7 @@ def _usage_figure(summary: pd.DataFrame, method: str):
     return fig
 
 
-def _roc_figure(fused: pd.DataFrame, group: str):
+def roc_figure(fused: pd.DataFrame, group: str):
     from gliotl.core.plots import roc_pr_curves
 
     part = fused[(fused["group"] == group) & (fused["role"] == "test")]
@@ -184,13 +184,13 @@ def write_mgmt_outputs(run: RunDir, config: MGMTExperimentConfig,
     for group in config.fusion_groups():
         part = fused[(fused["group"] == group) & (fused["role"] == "test")]
         if part["y_true"].nunique() == 2:
-            report.figure(_roc_figure(fused, group), caption=f"group '{group}'")
+            report.figure(roc_figure(fused, group), caption=f"group '{group}'")
     if not usage.empty:
         report.heading("SpotTune policy")
         report.paragraph("Per residual block, the fraction of hold-out patients the trained "
                          "policy routes through the fine-tuned copy (mean over fold models).")
         for method in usage["method"].unique():
-            report.figure(_usage_figure(usage, method), caption=f"{method}: policy usage")
+            report.figure(usage_figure(usage, method), caption=f"{method}: policy usage")
     report.heading("Single modalities (fold ensemble)")
     mods = tables["modalities"]
     if not mods.empty:
@@ -252,6 +252,7 @@ def print_summary(run: RunDir) -> None:
 
 
 __all__ = [
-    "aggregate", "compact_table", "holdout_table", "print_summary", "usage_summary",
+    "aggregate", "compact_table", "holdout_table", "print_summary", "roc_figure", "usage_figure",
+    "usage_summary",
     "write_mgmt_outputs",
 ]
