@@ -252,3 +252,13 @@ def run_jobs(
     if failures:
         run.update_manifest(failed_jobs=[f.__dict__ for f in failures])
     return JobsOutcome(results={k: results[k] for k in ids if k in results}, failures=failures)
+
+
+def run_stage(jobs: Iterable[Job], run: RunDir, executor: Executor | None, retries: int,
+              progress: bool, description: str) -> JobsOutcome:
+    """One stage of an experiment: run its jobs; if any failed, stop with a resumable error
+    (the stages after it depend on all of its results)."""
+    outcome = run_jobs(jobs, run, executor=executor, retries=retries, progress=progress,
+                       description=description)
+    outcome.raise_on_failure(run)
+    return outcome

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from gliotl.core import cli_options as opt
+
 drug_app = typer.Typer(
     help="Run N-step transfer-learning experiments for drug response.", no_args_is_help=True
 )
@@ -14,24 +16,22 @@ drug_app = typer.Typer(
 @drug_app.command("run")
 def run_command(
     config: Path = typer.Argument(..., help="experiment YAML (e.g. configs/gdsc_glioma.yaml)"),
-    out: Path = typer.Option(None, "--out", help="run directory (default runs/<name>-<time>)"),
-    resume: bool = typer.Option(False, "--resume", help="continue an interrupted run"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace a finished run"),
-    executor: str = typer.Option("local", "--executor", help="local or ray"),
-    workers: int = typer.Option(1, "--workers", help="local process-pool size"),
-    ray_address: str = typer.Option(None, "--ray-address", help="auto, local or HOST:PORT"),
-    retries: int = typer.Option(0, "--retries", help="retries of a failed job"),
+    out: opt.Out = None,
+    resume: opt.Resume = False,
+    overwrite: opt.Overwrite = False,
+    executor: opt.ExecutorName = "local",
+    workers: opt.Workers = 1,
+    ray_address: opt.RayAddress = None,
+    retries: opt.Retries = 0,
 ) -> None:
     """Run one drug-response experiment and write its run directory and report."""
-    from gliotl.core.jobs import make_executor
     from gliotl.drug.config import load_experiment_config
     from gliotl.drug.experiment import run_drug_experiment
 
     cfg, base_dir = load_experiment_config(config)
-    options = {"address": ray_address} if executor == "ray" and ray_address else {}
     run = run_drug_experiment(
         cfg, base_dir, out=out, resume=resume, overwrite=overwrite,
-        executor=make_executor(executor, workers, **options), retries=retries,
+        executor=opt.build_executor(executor, workers, ray_address), retries=retries,
     )
     from gliotl.drug.report import print_summary
 

@@ -22,7 +22,7 @@ import pandas as pd
 
 from gliotl.core.config import config_to_dict
 from gliotl.core.io import write_csv
-from gliotl.core.jobs import Executor, Job, run_jobs
+from gliotl.core.jobs import Executor, Job, run_stage
 from gliotl.core.rundir import RunDir
 from gliotl.core.seeding import derive_seed, seed_everything
 from gliotl.drug.config import CVConfig, ExperimentConfig, MethodConfig
@@ -231,12 +231,6 @@ def _predictions(outcome, prefix: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _run_stage(jobs, run, executor, retries, progress, description):
-    outcome = run_jobs(jobs, run, executor=executor, retries=retries, progress=progress,
-                       description=description)
-    outcome.raise_on_failure(run)
-    return outcome
-
 
 def _train_chains(chains: list[list[str]], run: RunDir, upstream: Upstream, seed: int,
                   executor, retries, progress) -> dict[str, dict]:
@@ -254,7 +248,7 @@ def _train_chains(chains: list[list[str]], run: RunDir, upstream: Upstream, seed
                 parent=str(parent) if parent else None, seed=derive_seed(seed, "upstream", key),
             )))
             upstream.networks[key] = run.job_dir(job_id) / "model.pt"
-        outcome = _run_stage(jobs, run, executor, retries, progress, f"upstream models ({length})")
+        outcome = run_stage(jobs, run, executor, retries, progress, f"upstream models ({length})")
         results.update(outcome.results)
     return results
 
@@ -292,7 +286,7 @@ def run_drug_experiment(
                                 chain=[step_key(sel.step, drug)]) for drug in sel.candidates]
         methods.append(MethodConfig(name=f"{sel.score_on}_only", kind="network"))
         jobs = _fold_jobs("select", run, sel.score_on, methods, splits, upstream, seed)
-        outcome = _run_stage(jobs, run, executor, retries, progress, "source-drug selection")
+        outcome = run_stage(jobs, run, executor, retries, progress, "source-drug selection")
         preds = _predictions(outcome, "select")
         table = _spearman_table(preds)
         write_csv(run.path / "source_selection.csv", table)
@@ -313,7 +307,7 @@ def run_drug_experiment(
             method = MethodConfig(name=f"source_{drug}", kind="network",
                                   params={"train": network_settings(config, "pretrain")[1]})
             jobs = _fold_jobs(f"sourcecv_{drug}", run, key, [method], splits, upstream, seed)
-            outcome = _run_stage(jobs, run, executor, retries, progress, f"source CV {drug}")
+            outcome = run_stage(jobs, run, executor, retries, progress, f"source CV {drug}")
             rows.append(_spearman_table(_predictions(outcome, f"sourcecv_{drug}")))
         table = pd.concat(rows, ignore_index=True)
         write_csv(run.path / "source_cv.csv", table)
@@ -347,13 +341,13 @@ def run_drug_experiment(
         upstream.multitask[m.name] = run.job_dir(job_id) / "model.pt"
     if linear_jobs:
         upstream_results.update(
-            _run_stage(linear_jobs, run, executor, retries, progress, "source linear/multitask")
+            run_stage(linear_jobs, run, executor, retries, progress, "source linear/multitask")
             .results)
 
     target = read_step(run.path / "data", config.target)
     splits = _splits_for(run, "splits.csv", target, config.target_cv, seed, base_dir)
     jobs = _fold_jobs("target", run, config.target, methods, splits, upstream, seed)
-    outcome = _run_stage(jobs, run, executor, retries, progress, "target folds")
+    outcome = run_stage(jobs, run, executor, retries, progress, "target folds")
     predictions = _predictions(outcome, "target")
     write_csv(run.predictions_path, predictions)
     chosen = [{"method": key.split("-")[1], "selected": r["selected"]["method"]}
@@ -375,7 +369,7 @@ def run_drug_experiment(
             repeat=-1, fold=-1, train_ids=all_ids, test_ids=all_ids,
             upstream={k: {kk: str(vv) for kk, vv in v.items()} for k, v in vars(upstream).items()},
             seed=derive_seed(seed, "final", m.name), save_model=True)))
-    _run_stage(final_jobs, run, executor, retries, progress, "final models")
+    run_stage(final_jobs, run, executor, retries, progress, "final models")
     for job in final_jobs:
         src = run.job_dir(job.job_id)
         name = job.job_id.removeprefix("final-")

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from gliotl.core import cli_options as opt
+
 mgmt_app = typer.Typer(
     help="MGMT methylation from MRI: cohorts, preprocessing, SpotTune experiments.",
     no_args_is_help=True,
@@ -66,25 +68,23 @@ def prepare_command(
 @mgmt_app.command("run")
 def run_command(
     config: Path = typer.Argument(..., help="experiment YAML (e.g. configs/mgmt_phantom.yaml)"),
-    out: Path = typer.Option(None, "--out", help="run directory (default runs/<name>-<time>)"),
-    resume: bool = typer.Option(False, "--resume", help="continue an interrupted run"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace a finished run"),
-    executor: str = typer.Option("local", "--executor", help="local or ray"),
-    workers: int = typer.Option(1, "--workers", help="local process-pool size"),
-    ray_address: str = typer.Option(None, "--ray-address", help="auto, local or HOST:PORT"),
-    retries: int = typer.Option(0, "--retries", help="retries of a failed job"),
+    out: opt.Out = None,
+    resume: opt.Resume = False,
+    overwrite: opt.Overwrite = False,
+    executor: opt.ExecutorName = "local",
+    workers: opt.Workers = 1,
+    ray_address: opt.RayAddress = None,
+    retries: opt.Retries = 0,
 ) -> None:
     """Run the MGMT experiment (all methods, modalities, folds) and write its report."""
-    from gliotl.core.jobs import make_executor
     from gliotl.mgmt.config import load_mgmt_config
     from gliotl.mgmt.experiment import run_mgmt_experiment
     from gliotl.mgmt.report import print_summary
 
     cfg, base_dir = load_mgmt_config(config)
-    options = {"address": ray_address} if executor == "ray" and ray_address else {}
     run = run_mgmt_experiment(
         cfg, base_dir, out=out, resume=resume, overwrite=overwrite,
-        executor=make_executor(executor, workers, **options), retries=retries,
+        executor=opt.build_executor(executor, workers, ray_address), retries=retries,
     )
     print_summary(run)
 

@@ -31,7 +31,7 @@ import pandas as pd
 
 from gliotl.core.config import config_to_dict
 from gliotl.core.io import read_json, save_torch, write_json
-from gliotl.core.jobs import Executor, Job, run_jobs
+from gliotl.core.jobs import Executor, Job, run_stage
 from gliotl.core.rundir import RunDir
 from gliotl.core.seeding import derive_seed, seed_everything
 from gliotl.errors import GliotlError
@@ -241,12 +241,6 @@ def _splits(config: MGMTExperimentConfig, run: RunDir) -> pd.DataFrame:
     return splits
 
 
-def _run_stage(jobs, run, executor, retries, progress, description):
-    outcome = run_jobs(jobs, run, executor=executor, retries=retries, progress=progress,
-                       description=description)
-    outcome.raise_on_failure(run)
-    return outcome
-
 
 def _weights(config: MGMTExperimentConfig, run: RunDir, executor, retries, progress
              ) -> tuple[str | None, dict[str, Any] | None]:
@@ -262,7 +256,7 @@ def _weights(config: MGMTExperimentConfig, run: RunDir, executor, retries, progr
                                              seed=derive_seed(config.seed, "pretrain")),
               cpus=config.training.cpus_per_job,
               gpus=job_gpus(config))
-    outcome = _run_stage([job], run, executor, retries, progress, "segmentation pretraining")
+    outcome = run_stage([job], run, executor, retries, progress, "segmentation pretraining")
     target = run.checkpoints / PRETRAINED_FILE
     if not target.is_file():
         target.write_bytes((run.job_dir("pretrain") / PRETRAINED_FILE).read_bytes())
@@ -312,7 +306,7 @@ def run_mgmt_experiment(
     weights, pretrain_summary = _weights(config, run, executor, retries, progress)
     splits = _splits(config, run)
     jobs = fold_jobs(config, run, splits, weights)
-    outcome = _run_stage(jobs, run, executor, retries, progress, "fold models")
+    outcome = run_stage(jobs, run, executor, retries, progress, "fold models")
     results = [outcome.results[job.job_id] for job in jobs]
     extra = {
         "cohort": cohort_summary,
