@@ -47,6 +47,11 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
     return Path(path)
 
 
+def copy_file(source: str | Path, dest: str | Path) -> Path:
+    """Copy a file atomically (a half-copied checkpoint is never left at ``dest``)."""
+    return write_bytes(dest, Path(source).read_bytes())
+
+
 def _json_default(obj: Any) -> Any:
     import numpy as np
 
@@ -152,6 +157,7 @@ def require_columns(frame: pd.DataFrame, columns: list[str], source: str | Path)
 __all__ = [
     "GliotlError",
     "atomic_path",
+    "copy_file",
     "load_torch",
     "read_json",
     "read_table",

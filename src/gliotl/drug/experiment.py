@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from gliotl.core.config import config_to_dict
-from gliotl.core.io import write_csv
+from gliotl.core.io import copy_file, write_csv
 from gliotl.core.jobs import Executor, Job, run_stage
 from gliotl.core.rundir import RunDir
 from gliotl.core.seeding import derive_seed, seed_everything
@@ -157,9 +157,8 @@ def fold_job(job_dir: Path, run_path: str, step: str, method: dict, repeat: int,
     else:
         prep = StepPreprocessor(step_cfg.scaler, step_cfg.response).fit(X_train, y_train)
         methods = {m.name: m for m in config.methods}
-        estimator = build_estimator(method_cfg, config, Upstream(**{
-            k: {kk: Path(vv) for kk, vv in v.items()} for k, v in upstream.items()
-        }), seed, methods)
+        estimator = build_estimator(method_cfg, config, Upstream.from_json(upstream), seed,
+                                    methods)
         estimator.fit(prep.transform_X(X_train), prep.transform_y(y_train))
         y_pred = prep.inverse_y(estimator.predict(prep.transform_X(X_test)))
         flops = _training_flops(estimator)
@@ -212,7 +211,7 @@ def _fold_jobs(prefix: str, run: RunDir, step: str, methods: list[MethodConfig],
                upstream: Upstream, seed: int) -> list[Job]:
     from gliotl.core.splits import iter_folds
 
-    up = {k: {kk: str(vv) for kk, vv in v.items()} for k, v in vars(upstream).items()}
+    up = upstream.to_json()
     jobs = []
     for method in methods:
         for fold in iter_folds(splits):
@@ -367,16 +366,15 @@ def run_drug_experiment(
         final_jobs.append(Job(job_id, fold_job, dict(
             run_path=str(run.path), step=config.target, method=m.model_dump(mode="json"),
             repeat=-1, fold=-1, train_ids=all_ids, test_ids=all_ids,
-            upstream={k: {kk: str(vv) for kk, vv in v.items()} for k, v in vars(upstream).items()},
+            upstream=upstream.to_json(),
             seed=derive_seed(seed, "final", m.name), save_model=True)))
     run_stage(final_jobs, run, executor, retries, progress, "final models")
     for job in final_jobs:
         src = run.job_dir(job.job_id)
         name = job.job_id.removeprefix("final-")
         dest = run.checkpoints / name
-        dest.mkdir(parents=True, exist_ok=True)
         for file in ("model.pt", "preprocess.json"):
-            (dest / file).write_bytes((src / file).read_bytes())
+            copy_file(src / file, dest / file)
 
     timings = {
         "train_seconds": float(sum(r.get("train_seconds", 0.0)

@@ -25,6 +25,16 @@ class Upstream:
     linear: dict[str, Path] = field(default_factory=dict)
     multitask: dict[str, Path] = field(default_factory=dict)
 
+    def to_json(self) -> dict[str, dict[str, str]]:
+        """Plain strings, for job kwargs that cross process and Ray boundaries."""
+        return {kind: {key: str(path) for key, path in paths.items()}
+                for kind, paths in vars(self).items()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, dict[str, str]]) -> Upstream:
+        return cls(**{kind: {key: Path(path) for key, path in paths.items()}
+                      for kind, paths in data.items()})
+
 
 def chain_id(chain: list[str]) -> str:
     return ">".join(chain)

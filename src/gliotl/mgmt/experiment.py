@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from gliotl.core.config import config_to_dict
-from gliotl.core.io import read_json, save_torch, write_json
+from gliotl.core.io import copy_file, read_json, save_torch, write_json
 from gliotl.core.jobs import Executor, Job, run_stage
 from gliotl.core.rundir import RunDir
 from gliotl.core.seeding import derive_seed, seed_everything
@@ -259,7 +259,7 @@ def _weights(config: MGMTExperimentConfig, run: RunDir, executor, retries, progr
     outcome = run_stage([job], run, executor, retries, progress, "segmentation pretraining")
     target = run.checkpoints / PRETRAINED_FILE
     if not target.is_file():
-        target.write_bytes((run.job_dir("pretrain") / PRETRAINED_FILE).read_bytes())
+        copy_file(run.job_dir("pretrain") / PRETRAINED_FILE, target)
     result = dict(outcome.results["pretrain"])
     history = result.pop("history", None)
     if isinstance(history, pd.DataFrame):
