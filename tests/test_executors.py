@@ -86,6 +86,32 @@ def test_pool_survives_a_killed_worker_and_a_failing_job(tmp_path):
     assert all(run.job_done(job.job_id) for job in jobs if job.job_id != "bad")
 
 
+def test_pool_broken_between_waits_requeues_the_unsubmitted_job(tmp_path, monkeypatch):
+    """CI once saw submit() itself raise BrokenProcessPool: a worker died after the last wait().
+    The job being submitted never started, so it is queued again, not lost or charged."""
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    import gliotl.core.jobs as jobs_module
+
+    submits = {"count": 0}
+
+    class BreaksOnSecondSubmit(ProcessPoolExecutor):
+        def submit(self, fn, /, *args, **kwargs):
+            submits["count"] += 1
+            if submits["count"] == 2:
+                raise BrokenProcessPool("a child process terminated abruptly")
+            return super().submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(jobs_module, "ProcessPoolExecutor", BreaksOnSecondSubmit)
+    run = open_run(tmp_path)
+    jobs = [Job(f"q{i}", jobfns.quick, {"value": i}) for i in range(3)]
+    outcome = run_jobs(jobs, run, LocalExecutor(workers=2), retries=0, progress=False)
+    assert not outcome.failures
+    assert [outcome.results[f"q{i}"]["value"] for i in range(3)] == [0, 2, 4]
+    assert [jobfns.calls(run.job_dir(f"q{i}")) for i in range(3)] == [1, 1, 1]
+
+
 def test_make_executor_passes_options():
     assert make_executor("local", 3, address="ignored").workers == 3
     with pytest.raises(GliotlError, match="--executor"):

@@ -174,13 +174,20 @@ class LocalExecutor:
                             break
                         if not suspects and len(futures) >= self.workers:
                             break
-                        alone = bool(suspects)
-                        job = suspects.pop(0) if suspects else todo.pop(0)
+                        queue = suspects if suspects else todo
+                        job = queue[0]
+                        left = retries - charged[job.job_id]
+                        args = (job, str(run.job_dir(job.job_id)), left, threads)
+                        try:
+                            future = pool.submit(_attempt_in_worker, *args)
+                        except BrokenProcessPool:  # a worker died since the last wait()
+                            broken = True  # `job` stays queued; it never started
+                            break
+                        queue.pop(0)
+                        alone = queue is suspects
                         charged[job.job_id] += 1
                         started[job.job_id] += 1
-                        left = retries - charged[job.job_id] + 1
-                        args = (job, str(run.job_dir(job.job_id)), left, threads)
-                        futures[pool.submit(_attempt_in_worker, *args)] = job
+                        futures[future] = job
                         in_flight = len(futures)
                     done, _ = wait(futures, return_when=FIRST_COMPLETED)
                     for future in done:
