@@ -90,11 +90,20 @@ def _parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+def _job_group(job_id: str) -> str:
+    """``target-elasticnet-r3-f1`` -> ``target-elasticnet``; ``upstream-x`` -> ``upstream``
+    (the stage, and the method within the per-fold stages)."""
+    parts = job_id.split("-")
+    return "-".join(parts[:2]) if parts[0] in ("target", "select") else parts[0]
+
+
 def measure_case_study(run_dir: str | Path, peak_flops: float | None = None) -> dict[str, Any]:
     """Useful FLOP/s of a finished run: sum of the jobs' ``useful_flops`` over the run's wall time.
 
     Every job of the drug engine reports ``useful_flops`` (the ``useful_flops_`` of the networks it
-    fitted) in its ``result.json``; jobs without the key count as zero useful work.
+    fitted) in its ``result.json``; jobs without the key count as zero useful work. Each job's own
+    time comes from ``jobs/<id>/timing.json`` (written by the executor), grouped by stage/method so
+    that the table shows where the wall time goes.
     """
     run_dir = Path(run_dir)
     manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
@@ -102,11 +111,21 @@ def measure_case_study(run_dir: str | Path, peak_flops: float | None = None) -> 
     if started is None or finished is None:
         raise ValueError(f"{run_dir / 'manifest.json'}: run has not finished (no 'finished' time)")
     wall = max((finished - started).total_seconds(), 1e-9)
-    total, n_jobs, fit_seconds = 0.0, 0, 0.0
+    total, n_jobs, job_seconds = 0.0, 0, 0.0
+    groups: dict[str, dict[str, float]] = {}
     for result_path in sorted((run_dir / "jobs").glob("*/result.json")):
         result = json.loads(result_path.read_text(encoding="utf-8"))
-        total += float(result.get("useful_flops", 0.0))
-        fit_seconds += float(result.get("fit_seconds", 0.0))
+        timing_path = result_path.with_name("timing.json")
+        seconds = (float(json.loads(timing_path.read_text(encoding="utf-8"))["seconds"])
+                   if timing_path.exists() else 0.0)
+        flops = float(result.get("useful_flops", 0.0))
+        group = groups.setdefault(_job_group(result_path.parent.name),
+                                  {"jobs": 0, "seconds": 0.0, "useful_flops": 0.0})
+        group["jobs"] += 1
+        group["seconds"] += seconds
+        group["useful_flops"] += flops
+        total += flops
+        job_seconds += seconds
         n_jobs += 1
     out: dict[str, Any] = {
         "run_dir": str(run_dir),
@@ -114,7 +133,8 @@ def measure_case_study(run_dir: str | Path, peak_flops: float | None = None) -> 
         "wall_seconds": wall,
         "useful_flops": total,
         "useful_flops_per_s": total / wall,
-        "fit_seconds": fit_seconds,
+        "job_seconds": job_seconds,
+        "groups": groups,
     }
     if peak_flops:
         out["fraction_of_peak"] = out["useful_flops_per_s"] / peak_flops
@@ -158,7 +178,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"case study {case['run_dir']}: {case['jobs']} jobs, "
               f"wall {case['wall_seconds']:.1f} s, "
               f"{case['useful_flops_per_s'] / 1e9:.2f} useful GFLOP/s = "
-              f"{case.get('fraction_of_peak', float('nan')):.3f} of peak")
+              f"{case.get('fraction_of_peak', float('nan')):.3f} of peak; "
+              f"jobs' own time {case['job_seconds']:.1f} s")
+        print(f"{'jobs (stage / method)':32s} {'n':>4s} {'seconds':>9s} {'share':>6s} "
+              f"{'GFLOP/s':>8s} {'of peak':>8s}")
+        for name, group in sorted(case["groups"].items(), key=lambda kv: -kv[1]["seconds"]):
+            rate = group["useful_flops"] / group["seconds"] if group["seconds"] else 0.0
+            print(f"{name:32s} {group['jobs']:4.0f} {group['seconds']:9.1f} "
+                  f"{group['seconds'] / case['wall_seconds']:6.1%} {rate / 1e9:8.2f} "
+                  f"{rate / best_peak:8.3f}")
     print(f"benchmark wall time: {time.perf_counter() - wall_start:.1f} s")
 
 

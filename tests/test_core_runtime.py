@@ -89,6 +89,9 @@ def test_jobs_resume_reuses_finished_results(tmp_path):
     assert (run.job_dir("j0") / "artifact.txt").read_text() == "untouched"  # not rerun
     frame = outcome.results["j3"]["predictions"]
     assert list(frame.columns) == ["sample_id", "y_pred"] and frame["sample_id"][0] == "s3"
+    timing = json.loads((run.job_dir("j3") / "timing.json").read_text())
+    assert timing["seconds"] > 0 and timing["threads"] == 1
+    assert "seconds" not in outcome.results["j3"]  # results do not depend on the machine's speed
 
 
 def test_failed_job_is_retried_then_reported_without_losing_others(tmp_path):

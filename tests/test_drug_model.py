@@ -211,10 +211,15 @@ def test_measure_case_study_sums_job_flops_over_run_wall_time(tmp_path):
     assert model.useful_flops_ == per_sample * 60 * 2  # 60 samples x 2 epochs
     (tmp_path / "manifest.json").write_text(json.dumps(
         {"started": "2026-01-01T00:00:00+00:00", "finished": "2026-01-01T00:00:10+00:00"}))
-    for job, flops in (("a", model.useful_flops_), ("b", 3e9)):
+    for job, flops, seconds in (("target-a-r0-f0", model.useful_flops_, 2.0),
+                                ("target-a-r0-f1", 0.0, 1.0), ("upstream-source_b", 3e9, 4.0)):
         (tmp_path / "jobs" / job).mkdir(parents=True)
         (tmp_path / "jobs" / job / "result.json").write_text(json.dumps({"useful_flops": flops}))
+        (tmp_path / "jobs" / job / "timing.json").write_text(json.dumps({"seconds": seconds}))
     out = bench.measure_case_study(tmp_path, peak_flops=1e9)
-    assert out["jobs"] == 2 and out["wall_seconds"] == 10
+    assert out["jobs"] == 3 and out["wall_seconds"] == 10 and out["job_seconds"] == 7.0
+    assert out["groups"]["target-a"] == {"jobs": 2, "seconds": 3.0,
+                                         "useful_flops": model.useful_flops_}
+    assert out["groups"]["upstream"]["useful_flops"] == 3e9
     assert out["useful_flops_per_s"] == pytest.approx((model.useful_flops_ + 3e9) / 10)
     assert out["fraction_of_peak"] == pytest.approx(out["useful_flops_per_s"] / 1e9)

@@ -10,6 +10,7 @@ driver persists the result as ``jobs/<id>/result.json`` (+ one CSV per DataFrame
 from __future__ import annotations
 
 import json
+import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -72,12 +73,16 @@ def call_job(job: Job, job_dir: Path) -> dict[str, Any]:
     job_dir.mkdir(parents=True, exist_ok=True)
     previous = torch.get_num_threads()
     torch.set_num_threads(max(1, int(job.cpus)))
+    start = time.perf_counter()
     try:
         result = job.fn(job_dir=job_dir, **job.kwargs)
     finally:
         torch.set_num_threads(previous)
     if not isinstance(result, dict):
         raise TypeError(f"job {job.job_id} returned {type(result).__name__}, expected dict")
+    # Beside the result, not in it: results must not depend on the machine's speed.
+    write_json(job_dir / "timing.json", {"seconds": time.perf_counter() - start,
+                                         "threads": max(1, int(job.cpus))})
     return result
 
 
