@@ -105,8 +105,8 @@ def write_drevalpy(dataset: DrugDataset, path: str | Path, dataset_name: str | N
                                 aggfunc="mean").reset_index()
     wide.columns.name = None
     names = dataset.samples.get("cell_line_name", pd.Series(dtype=object))
-    wide.insert(0, "cell_line_name",
-                wide["sample_id"].map(names).fillna(wide["sample_id"]).astype(str))
+    ids = wide["sample_id"].astype(str)
+    wide.insert(0, "cell_line_name", ids.map(names).astype(object).fillna(ids).astype(str))
     wide = wide.rename(columns={"drug": "pubchem_id"}).drop(columns="sample_id")
     tissue = dataset.samples.get("tissue")
     by_name = dict(zip(dataset.samples.index.map(lambda s: names.get(s, s)),
