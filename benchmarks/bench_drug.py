@@ -86,6 +86,46 @@ def training_throughput(
     }
 
 
+def step_floor(genes: int, hidden: int, batch_size: int, device: str = "cpu",
+               repeats: int = 20) -> dict[str, float]:
+    """Time the three first-layer kernels every training step must run, one after another.
+
+    forward ``X_b @ W.T``, weight gradient ``delta.T @ X_b`` (into a preallocated buffer) and
+    Adam's fused update of ``W`` (with the paper's L2 as weight decay). Each streams the
+    ``hidden x genes`` matrix through memory at least once (Adam: 7 times: read ``W``, its
+    gradient and both moments, write three), so at small batches their sum, not the matmul peak,
+    bounds a step. ``copy`` measures the memory bandwidth of the same matrix in the same run.
+    """
+
+    def best(fn) -> float:
+        fn()
+        times = []
+        for _ in range(repeats):
+            if device != "cpu":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if device != "cpu":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    weight = torch.nn.Parameter(torch.empty(hidden, genes, device=device).uniform_(-0.05, 0.05))
+    bias = torch.zeros(hidden, device=device)
+    xb = torch.randn(batch_size, genes, device=device)
+    delta = torch.randn(batch_size, hidden, device=device)
+    weight.grad = torch.empty_like(weight)
+    scratch = torch.empty_like(weight)
+    opt = torch.optim.Adam([weight], lr=1e-3, eps=1e-7, weight_decay=2e-4,
+                           fused=device in ("cpu", "cuda"))
+    forward = best(lambda: torch.addmm(bias, xb, weight.detach().t()))
+    wgrad = best(lambda: torch.mm(delta.t(), xb, out=weight.grad))
+    adam = best(opt.step)
+    copy = best(lambda: scratch.copy_(weight.detach()))
+    return {"forward_s": forward, "wgrad_s": wgrad, "adam_s": adam,
+            "bandwidth_bytes_per_s": 2 * weight.numel() * 4 / copy}
+
+
 def _parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
@@ -172,6 +212,18 @@ def main(argv: list[str] | None = None) -> None:
                 f"({stats['useful_flops_per_sample'] / 1e6:.1f} MFLOP/sample; "
                 f"6N = {stats['six_n_flops_per_sample'] / 1e6:.1f}) = "
                 f"{stats['useful_flops_per_s'] / peak:.2f} of this thread count's peak"
+            )
+            floor = step_floor(args.genes, NetworkConfig().hidden[0], batch, args.device)
+            kernels = floor["forward_s"] + floor["wgrad_s"] + floor["adam_s"]
+            ideal = stats["useful_flops_per_sample"] * batch / peak  # whole step at peak
+            step = batch / stats["samples_per_s"]
+            print(
+                f"[threads={n_threads}] batch {batch:4d} step {step * 1e3:.1f} ms; first layer "
+                f"forward {floor['forward_s'] * 1e3:.1f} + weight grad "
+                f"{floor['wgrad_s'] * 1e3:.1f} + Adam {floor['adam_s'] * 1e3:.1f} ms "
+                f"(memory {floor['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s); the step at peak "
+                f"would take {ideal * 1e3:.1f} ms, so these kernels alone cap the fraction at "
+                f"{ideal / kernels:.2f} (the step reaches {kernels / step:.2f} of that cap)"
             )
     if args.case_study is not None:
         case = measure_case_study(args.case_study, best_peak)
