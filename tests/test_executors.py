@@ -120,6 +120,22 @@ def test_make_executor_passes_options():
         make_executor("local", 0)
 
 
+def test_shared_fs_flag_reaches_the_ray_executor_and_is_refused_without_ray(tmp_path):
+    import subprocess
+    import sys
+
+    from gliotl.core.cli_options import build_executor
+
+    assert build_executor("ray", 1, "local", shared_fs=False).shared_fs is False
+    assert build_executor("ray", 1, None).shared_fs is True
+    for command in ("drug", "mgmt"):  # flags are checked before the config is read
+        done = subprocess.run(
+            [sys.executable, "-m", "gliotl", command, "run", str(tmp_path / "none.yaml"),
+             "--no-shared-fs"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2
+        assert done.stderr.strip() == "error: --no-shared-fs: only applies to --executor ray"
+
+
 def test_ray_executor_without_ray_is_a_user_error(tmp_path, monkeypatch):
     import sys
 

@@ -22,11 +22,24 @@ RayAddress = Annotated[
     str | None, typer.Option("--ray-address", help="auto, local or HOST:PORT (with ray)")
 ]
 Retries = Annotated[int, typer.Option("--retries", help="retries of a failed job")]
+SharedFs = Annotated[bool, typer.Option(
+    "--shared-fs/--no-shared-fs",
+    help="ray: every node mounts the run directory (default); without, each job's files are "
+         "sent back to the driver",
+)]
 
 
-def build_executor(executor: str, workers: int, ray_address: str | None):
+def build_executor(executor: str, workers: int, ray_address: str | None,
+                   shared_fs: bool = True):
     """The executor the flags ask for (see :func:`gliotl.core.jobs.make_executor`)."""
     from gliotl.core.jobs import make_executor
+    from gliotl.errors import GliotlError
 
-    options = {"address": ray_address} if executor == "ray" and ray_address else {}
+    if executor != "ray":
+        if not shared_fs:
+            raise GliotlError("--no-shared-fs: only applies to --executor ray")
+        return make_executor(executor, workers)
+    options: dict = {"shared_fs": shared_fs}
+    if ray_address:
+        options["address"] = ray_address
     return make_executor(executor, workers, **options)

@@ -22,16 +22,18 @@ def run_command(
     executor: opt.ExecutorName = "local",
     workers: opt.Workers = 1,
     ray_address: opt.RayAddress = None,
+    shared_fs: opt.SharedFs = True,
     retries: opt.Retries = 0,
 ) -> None:
     """Run one drug-response experiment and write its run directory and report."""
     from gliotl.drug.config import load_experiment_config
     from gliotl.drug.experiment import run_drug_experiment
 
+    jobs_executor = opt.build_executor(executor, workers, ray_address, shared_fs)
     cfg, base_dir = load_experiment_config(config)
     run = run_drug_experiment(
         cfg, base_dir, out=out, resume=resume, overwrite=overwrite,
-        executor=opt.build_executor(executor, workers, ray_address), retries=retries,
+        executor=jobs_executor, retries=retries,
     )
     from gliotl.drug.report import print_summary
 

@@ -74,6 +74,7 @@ def run_command(
     executor: opt.ExecutorName = "local",
     workers: opt.Workers = 1,
     ray_address: opt.RayAddress = None,
+    shared_fs: opt.SharedFs = True,
     retries: opt.Retries = 0,
 ) -> None:
     """Run the MGMT experiment (all methods, modalities, folds) and write its report."""
@@ -81,10 +82,11 @@ def run_command(
     from gliotl.mgmt.experiment import run_mgmt_experiment
     from gliotl.mgmt.report import print_summary
 
+    jobs_executor = opt.build_executor(executor, workers, ray_address, shared_fs)
     cfg, base_dir = load_mgmt_config(config)
     run = run_mgmt_experiment(
         cfg, base_dir, out=out, resume=resume, overwrite=overwrite,
-        executor=opt.build_executor(executor, workers, ray_address), retries=retries,
+        executor=jobs_executor, retries=retries,
     )
     print_summary(run)
 
