@@ -321,11 +321,12 @@ def run_drug_experiment(
     chains = [[resolve(s) for s in m.chain] for m in methods
               if m.chain and m.kind in ("network", "stacking")]
     upstream_results = _train_chains(chains, run, upstream, seed, executor, retries, progress)
+    # Methods name their chain by step (``source>intermediate``); its network was trained under
+    # the resolved name (``source@Temozolomide>intermediate``). Make the method's name find it.
     for m in methods:
-        if m.chain:
-            resolved = [resolve(s) for s in m.chain]
-            upstream.networks.setdefault(chain_id(m.chain), upstream.networks.get(
-                chain_id(resolved), Path()))
+        resolved = chain_id([resolve(s) for s in m.chain])
+        if m.chain and resolved in upstream.networks:
+            upstream.networks[chain_id(m.chain)] = upstream.networks[resolved]
     linear_jobs = []
     for m in (m for m in methods if m.kind == "prior_elasticnet"):
         key = resolve(m.chain[0])
