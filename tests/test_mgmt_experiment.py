@@ -172,3 +172,15 @@ def test_cli_bad_config_key_is_one_line(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "model.depht" in lines[0] and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("name", ["mgmt_phantom.yaml", "schmitz2024.yaml"])
+def test_shipped_mgmt_configs_are_valid(name):
+    from pathlib import Path
+
+    from gliotl.mgmt.config import load_mgmt_config
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    config, base = load_mgmt_config(configs / name)
+    assert config.reference in {m.name for m in config.methods} and len(config.methods) == 6
+    assert base == configs
