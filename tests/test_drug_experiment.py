@@ -192,3 +192,28 @@ def test_ray_executor_gives_the_same_metrics_as_local(chain_data, tmp_path, monk
     a = json.loads(local.metrics_path.read_text())["target"]["summary"]
     b = json.loads(on_ray.metrics_path.read_text())["target"]["summary"]
     assert a == b
+
+
+def test_source_selection_carries_the_best_candidate_into_the_chain(chain_data, tmp_path):
+    """Each candidate source drug is scored by one-step transfer on the intermediate step; the
+    best is carried forward, and methods naming ``source`` fine-tune from its network."""
+    methods = [{"name": "two_step", "kind": "network", "chain": ["source", "intermediate"]},
+               {"name": "mean", "kind": "mean"}]
+    config = ExperimentConfig.model_validate(chain_config(
+        chain_data, methods,
+        source_selection={"step": "source", "candidates": ["Cyclophosphamide", "Oxaliplatin"],
+                          "score_on": "intermediate", "cv": {"n_splits": 2, "n_repeats": 1}},
+        target_cv={"n_splits": 3, "n_repeats": 1},
+        train={"pretrain": {"epochs": 20}, "finetune": {"epochs": 40, "lr": 1e-3}},
+    ))
+    run = run_drug_experiment(config, tmp_path, out=tmp_path / "run", progress=False)
+    table = pd.read_csv(run.path / "source_selection.csv").set_index("method")
+    assert set(table.index) == {"from_Cyclophosphamide", "from_Oxaliplatin", "intermediate_only"}
+    # by construction oxaliplatin carries the shared response program, cyclophosphamide none of it
+    rho = table["spearman_mean"]
+    assert rho["from_Oxaliplatin"] > rho["from_Cyclophosphamide"], rho.to_dict()
+    assert run.manifest()["selected_source_drug"] == "Oxaliplatin"  # the best "from_" candidate
+    jobs = {p.name for p in (run.path / "jobs").iterdir()}
+    assert "upstream-source_Oxaliplatin__intermediate" in jobs  # the chain starts at the winner
+    assert "upstream-source_Cyclophosphamide__intermediate" not in jobs
+    assert (run.path / "checkpoints" / "two_step" / "model.pt").is_file()
