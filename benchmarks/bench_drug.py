@@ -40,22 +40,28 @@ from gliotl.drug.model import (
 )
 
 
-def matmul_peak(size: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
-    """Best float32 FLOP/s of ``size x size`` matmuls (2 * size**3 FLOPs each)."""
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
-    out = torch.empty(size, size, device=device)
-    torch.matmul(a, b, out=out)  # warm-up: thread pool, caches
+def best_seconds(fn, repeats: int, device: str = "cpu") -> float:
+    """Fastest of ``repeats`` timed calls of ``fn`` after one warm-up call (thread pool, caches,
+    kernels); on a GPU each call is bracketed by synchronisations."""
+    fn()
     best = float("inf")
     for _ in range(repeats):
         if device != "cpu":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        torch.matmul(a, b, out=out)
+        fn()
         if device != "cpu":
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - start)
-    return 2.0 * size**3 / best
+    return best
+
+
+def matmul_peak(size: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
+    """Best float32 FLOP/s of ``size x size`` matmuls (2 * size**3 FLOPs each)."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    out = torch.empty(size, size, device=device)
+    return 2.0 * size**3 / best_seconds(lambda: torch.matmul(a, b, out=out), repeats, device)
 
 
 def training_throughput(
@@ -97,19 +103,6 @@ def step_floor(genes: int, hidden: int, batch_size: int, device: str = "cpu",
     bounds a step. ``copy`` measures the memory bandwidth of the same matrix in the same run.
     """
 
-    def best(fn) -> float:
-        fn()
-        times = []
-        for _ in range(repeats):
-            if device != "cpu":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            fn()
-            if device != "cpu":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-        return min(times)
-
     weight = torch.nn.Parameter(torch.empty(hidden, genes, device=device).uniform_(-0.05, 0.05))
     bias = torch.zeros(hidden, device=device)
     xb = torch.randn(batch_size, genes, device=device)
@@ -118,10 +111,10 @@ def step_floor(genes: int, hidden: int, batch_size: int, device: str = "cpu",
     scratch = torch.empty_like(weight)
     opt = torch.optim.Adam([weight], lr=1e-3, eps=1e-7, weight_decay=2e-4,
                            fused=device in ("cpu", "cuda"))
-    forward = best(lambda: torch.addmm(bias, xb, weight.detach().t()))
-    wgrad = best(lambda: torch.mm(delta.t(), xb, out=weight.grad))
-    adam = best(opt.step)
-    copy = best(lambda: scratch.copy_(weight.detach()))
+    forward = best_seconds(lambda: torch.addmm(bias, xb, weight.detach().t()), repeats, device)
+    wgrad = best_seconds(lambda: torch.mm(delta.t(), xb, out=weight.grad), repeats, device)
+    adam = best_seconds(opt.step, repeats, device)
+    copy = best_seconds(lambda: scratch.copy_(weight.detach()), repeats, device)
     return {"forward_s": forward, "wgrad_s": wgrad, "adam_s": adam,
             "bandwidth_bytes_per_s": 2 * weight.numel() * 4 / copy}
 

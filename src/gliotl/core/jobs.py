@@ -72,7 +72,8 @@ def call_job(job: Job, job_dir: Path) -> dict[str, Any]:
 
     job_dir.mkdir(parents=True, exist_ok=True)
     previous = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(job.cpus)))
+    threads = max(1, int(job.cpus))
+    torch.set_num_threads(threads)
     start = time.perf_counter()
     try:
         result = job.fn(job_dir=job_dir, **job.kwargs)
@@ -81,8 +82,8 @@ def call_job(job: Job, job_dir: Path) -> dict[str, Any]:
     if not isinstance(result, dict):
         raise TypeError(f"job {job.job_id} returned {type(result).__name__}, expected dict")
     # Beside the result, not in it: results must not depend on the machine's speed.
-    write_json(job_dir / "timing.json", {"seconds": time.perf_counter() - start,
-                                         "threads": max(1, int(job.cpus))})
+    write_json(job_dir / "timing.json",
+               {"seconds": time.perf_counter() - start, "threads": threads})
     return result
 
 
