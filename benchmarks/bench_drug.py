@@ -6,7 +6,7 @@ Prints, measured in this one run:
    genes, batch 32, Adam) as useful FLOPs per second and as a fraction of that peak;
 3. the wall time of the benchmark.
 
-Useful FLOPs per training sample (see ``gliotl.drug.model.useful_flops_per_sample``):
+Useful FLOPs per training sample (see ``gliotl.drug.network.model.useful_flops_per_sample``):
 forward ``2 * MACs`` of every Dense layer, backward ``2 * MACs`` for each trainable layer's weight
 gradient plus ``2 * MACs`` for the input gradient of every layer above the first (no gradient flows
 into the expression data). For the default network this is slightly less than the common
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gliotl.drug.model import (
+from gliotl.drug.network.model import (
     PRETRAIN,
     DrugResponseNet,
     LayerTraining,

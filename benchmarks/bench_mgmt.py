@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from gliotl.core.io import write_json
-from gliotl.mgmt.finetune import configure_strategy, parameter_groups
-from gliotl.mgmt.resnet import medicalnet_resnet
-from gliotl.mgmt.spottune import SpotTune
+from gliotl.mgmt.models.finetune import configure_strategy, parameter_groups
+from gliotl.mgmt.models.resnet import medicalnet_resnet
+from gliotl.mgmt.models.spottune import SpotTune
 
 
 def _sync(device: torch.device) -> None:

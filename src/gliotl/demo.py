@@ -17,7 +17,7 @@ import pandas as pd
 import typer
 import yaml
 
-from gliotl.core.rundir import RunDir
+from gliotl.core.runs.rundir import RunDir
 from gliotl.errors import GliotlError
 
 CONFIGS = Path(__file__).resolve().parent / "resources"
@@ -47,7 +47,7 @@ def _drug_config(quick: bool, data_dir: Path) -> tuple[dict, str]:
     if source == "gdsc":
         config = base["gdsc"]
     else:
-        from gliotl.drug.synthetic import write_synthetic_chain
+        from gliotl.drug.data.synthetic_chain import write_synthetic_chain
 
         folder = write_synthetic_chain(data_dir / "synthetic_chain_data")
         config = base["synthetic"]
@@ -71,11 +71,11 @@ def _mgmt_config(quick: bool) -> dict:
 
 def run_demo(out: Path, quick: bool = False, overwrite: bool = False,
              progress: bool = True) -> DemoResult:
-    from gliotl.core.report import Report
+    from gliotl.core.reporting.report import Report
     from gliotl.drug.config import ExperimentConfig
-    from gliotl.drug.experiment import run_drug_experiment
+    from gliotl.drug.pipeline.experiment import run_drug_experiment
     from gliotl.mgmt.config import MGMTExperimentConfig
-    from gliotl.mgmt.experiment import run_mgmt_experiment
+    from gliotl.mgmt.pipeline.experiment import run_mgmt_experiment
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -133,8 +133,8 @@ def _run_or_reuse(runner, path: Path, overwrite: bool) -> RunDir:
 def _add_drug_section(report, run: RunDir, data: str) -> None:
     import json
 
-    from gliotl.core.plots import per_repeat_boxplot
-    from gliotl.drug.report import headline_table
+    from gliotl.core.reporting.plots import per_repeat_boxplot
+    from gliotl.drug.pipeline.report import headline_table
 
     metrics = json.loads(run.metrics_path.read_text())
     report.heading("1. Drug response: temozolomide on glioma lines by N-step transfer")
@@ -161,7 +161,7 @@ def _add_drug_section(report, run: RunDir, data: str) -> None:
 
 
 def _add_mgmt_section(report, run: RunDir) -> None:
-    from gliotl.mgmt.report import compact_table, roc_figure, usage_figure
+    from gliotl.mgmt.pipeline.report import compact_table, roc_figure, usage_figure
 
     report.heading("2. MGMT methylation from MRI: SpotTune on a phantom cohort")
     report.paragraph("ResNet-10 pretrained by tumour segmentation on a separate phantom cohort "
@@ -198,8 +198,8 @@ def demo_command(
     """Run both systems end to end and write one HTML report."""
     from rich.console import Console
 
-    from gliotl.drug.report import headline_table
-    from gliotl.mgmt.report import compact_table
+    from gliotl.drug.pipeline.report import headline_table
+    from gliotl.mgmt.pipeline.report import compact_table
 
     result = run_demo(out, quick=quick, overwrite=overwrite)
     console = Console()

@@ -31,8 +31,8 @@ SharedFs = Annotated[bool, typer.Option(
 
 def build_executor(executor: str, workers: int, ray_address: str | None,
                    shared_fs: bool = True):
-    """The executor the flags ask for (see :func:`gliotl.core.jobs.make_executor`)."""
-    from gliotl.core.jobs import make_executor
+    """The executor the flags ask for (see :func:`gliotl.core.runs.jobs.make_executor`)."""
+    from gliotl.core.runs.jobs import make_executor
     from gliotl.errors import GliotlError
 
     if executor != "ray":

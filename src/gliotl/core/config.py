@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo
 
 from gliotl.errors import GliotlError, input_error
 
@@ -17,6 +17,24 @@ class StrictModel(BaseModel):
     """Base of every config section: unknown keys are errors, never silently ignored."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+def _resolve_against_base(value: str, info: ValidationInfo) -> str:
+    base = (info.context or {}).get("base_dir")
+    if base is None or not value or Path(value).expanduser().is_absolute():
+        return str(Path(value).expanduser()) if value else value
+    return str((Path(base) / value).resolve())
+
+
+ConfigPath = Annotated[str, AfterValidator(_resolve_against_base)]
+"""A path in a config: relative to the config file's folder, absolute once validated with the
+``base_dir`` context (:func:`validate_config` passes it), so jobs and ``--resume`` read the same
+files from any working directory and the run records where they were."""
+
+
+def resolve_config_paths(config: ConfigT, base_dir: str | Path) -> ConfigT:
+    """The same config with every :data:`ConfigPath` made absolute against ``base_dir``."""
+    return type(config).model_validate(config.model_dump(), context={"base_dir": Path(base_dir)})
 
 
 def format_validation_error(exc: ValidationError, source: str | Path) -> GliotlError:
@@ -33,9 +51,13 @@ def format_validation_error(exc: ValidationError, source: str | Path) -> GliotlE
     return input_error(source, key, expected + more)
 
 
-def validate_config(model: type[ConfigT], data: dict[str, Any], source: str | Path) -> ConfigT:
+def validate_config(model: type[ConfigT], data: dict[str, Any], source: str | Path,
+                    base_dir: str | Path | None = None) -> ConfigT:
+    """Validate ``data`` read from ``source``; :data:`ConfigPath` fields resolve against
+    ``base_dir`` (default: the folder of ``source``)."""
+    base = Path(base_dir) if base_dir is not None else Path(source).resolve().parent
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context={"base_dir": base})
     except ValidationError as exc:
         raise format_validation_error(exc, source) from None
 
@@ -58,7 +80,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(model: type[ConfigT], path: str | Path) -> ConfigT:
-    """Load and validate a YAML config; relative paths inside stay relative to the caller."""
+    """Load and validate a YAML config; its :data:`ConfigPath` fields resolve against its folder."""
     return validate_config(model, load_yaml(path), path)
 
 

@@ -27,7 +27,7 @@ def run_command(
 ) -> None:
     """Run one drug-response experiment and write its run directory and report."""
     from gliotl.drug.config import load_experiment_config
-    from gliotl.drug.experiment import run_drug_experiment
+    from gliotl.drug.pipeline.experiment import run_drug_experiment
 
     jobs_executor = opt.build_executor(executor, workers, ray_address, shared_fs)
     cfg, base_dir = load_experiment_config(config)
@@ -35,7 +35,7 @@ def run_command(
         cfg, base_dir, out=out, resume=resume, overwrite=overwrite,
         executor=jobs_executor, retries=retries,
     )
-    from gliotl.drug.report import print_summary
+    from gliotl.drug.pipeline.report import print_summary
 
     print_summary(run)
 
@@ -49,7 +49,7 @@ def predict_command(
     out: Path = typer.Option(None, "--out", help="CSV to write (default: print)"),
 ) -> None:
     """Apply a run's final model to new samples."""
-    from gliotl.drug.predict import predict_from_run
+    from gliotl.drug.pipeline.predict import predict_from_run
 
     frame = predict_from_run(run_dir, data, method=method)
     if out is None:

@@ -9,15 +9,15 @@ from importlib import import_module
 from typing import Any
 
 _LAZY = {
-    "medicalnet_resnet": "gliotl.mgmt.resnet",
-    "MedicalNetResNet": "gliotl.mgmt.resnet",
-    "load_medicalnet_weights": "gliotl.mgmt.resnet",
-    "inflate_stem": "gliotl.mgmt.resnet",
-    "SpotTune": "gliotl.mgmt.spottune",
-    "PolicyNet": "gliotl.mgmt.spottune",
-    "configure_strategy": "gliotl.mgmt.finetune",
-    "parameter_groups": "gliotl.mgmt.finetune",
-    "STRATEGIES": "gliotl.mgmt.finetune",
+    "medicalnet_resnet": "gliotl.mgmt.models.resnet",
+    "MedicalNetResNet": "gliotl.mgmt.models.resnet",
+    "load_medicalnet_weights": "gliotl.mgmt.models.resnet",
+    "inflate_stem": "gliotl.mgmt.models.resnet",
+    "SpotTune": "gliotl.mgmt.models.spottune",
+    "PolicyNet": "gliotl.mgmt.models.spottune",
+    "configure_strategy": "gliotl.mgmt.models.finetune",
+    "parameter_groups": "gliotl.mgmt.models.finetune",
+    "STRATEGIES": "gliotl.mgmt.models.finetune",
 }
 
 

@@ -79,8 +79,8 @@ def run_command(
 ) -> None:
     """Run the MGMT experiment (all methods, modalities, folds) and write its report."""
     from gliotl.mgmt.config import load_mgmt_config
-    from gliotl.mgmt.experiment import run_mgmt_experiment
-    from gliotl.mgmt.report import print_summary
+    from gliotl.mgmt.pipeline.experiment import run_mgmt_experiment
+    from gliotl.mgmt.pipeline.report import print_summary
 
     jobs_executor = opt.build_executor(executor, workers, ray_address, shared_fs)
     cfg, base_dir = load_mgmt_config(config)
@@ -102,7 +102,7 @@ def predict_command(
     out: Path = typer.Option(None, "--out", help="CSV to write (default: print)"),
 ) -> None:
     """Apply a run's fold models, preprocessing, fusion and thresholds to a new cohort."""
-    from gliotl.mgmt.predict import predict_cohort
+    from gliotl.mgmt.pipeline.predict import predict_cohort
 
     frame = predict_cohort(run_dir, cohort, method=method, device=device)
     if out is None:
@@ -132,7 +132,7 @@ def pretrain_command(
     from gliotl.errors import GliotlError
     from gliotl.mgmt.data.cohort import read_cohort_table
     from gliotl.mgmt.data.modalities import resolve_modalities
-    from gliotl.mgmt.pretrain import pretrain_segmentation
+    from gliotl.mgmt.pipeline.pretrain import pretrain_segmentation
 
     try:
         size = tuple(int(p) for p in shape.split(","))

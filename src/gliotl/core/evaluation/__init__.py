@@ -1,0 +1,1 @@
+"""Splits, metrics, statistical tests and the predictions-table evaluation."""

@@ -1,0 +1,476 @@
+"""Predictions table -> metrics per fold, per repeat and pooled, a summary and comparisons.
+
+Both pipelines write the same predictions table (``method, sample_id, repeat, fold, role, y_true,
+y_pred`` + optional columns) and call :func:`evaluate_predictions` on it, so every method is
+scored by one code path.
+
+How the levels are built:
+
+* **per fold**: the test rows of one (method, repeat, fold). For classification the threshold is
+  chosen on that fold's ``val`` rows (Youden) and applied unchanged to its test rows; a fold
+  without val rows (or with a single class there) uses the fixed threshold.
+* **per repeat**: the repeat's test rows pooled. In K-fold each sample is tested once (out-of-fold
+  predictions). When one test set is shared by all folds (hold-out + K-fold), each sample's
+  scores are averaged over the fold models (the fold ensemble of the MGMT paper), with the mean
+  of the folds' thresholds.
+* **pooled**: every repeat's pooled rows together, with a bootstrap CI that resamples samples
+  (not rows), so a sample seen once per repeat is not counted as independent evidence.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gliotl.core.evaluation.metrics import (
+    CLASSIFICATION_METRICS,
+    REGRESSION_METRICS,
+    bootstrap_ci,
+    check_arrays,
+    check_binary,
+    choose_threshold,
+    classification_metrics,
+    fast_auc,
+    fast_spearman,
+    regression_metrics,
+)
+from gliotl.core.evaluation.stats import delong_test, paired_wilcoxon
+from gliotl.core.io import require_columns
+from gliotl.errors import GliotlError, input_error
+
+PREDICTION_COLUMNS = ["method", "sample_id", "repeat", "fold", "role", "y_true", "y_pred"]
+PREDICTION_ROLES = ("test", "val")
+TASKS = ("regression", "classification")
+DEFAULT_PRIMARY = {"regression": "spearman", "classification": "roc_auc"}
+THRESHOLD_METRICS = ("sensitivity", "specificity", "accuracy", "balanced_accuracy", "f1")
+
+
+@dataclass
+class Evaluation:
+    """All evaluation tables of one experiment; ``to_dict()`` is what goes into metrics.json."""
+
+    task: str
+    primary_metric: str
+    reference: str | None
+    pair_on: str
+    threshold: str | float
+    keys: list[str]
+    per_fold: pd.DataFrame
+    per_repeat: pd.DataFrame
+    pooled: pd.DataFrame
+    summary: pd.DataFrame
+    comparisons: pd.DataFrame
+    metrics: list[str] = field(default_factory=list)
+
+    @property
+    def methods(self) -> list[str]:
+        return sorted(self.pooled["method"].unique().tolist())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types only; NaN becomes null so the file is strict JSON."""
+        return {
+            "task": self.task,
+            "primary_metric": self.primary_metric,
+            "reference": self.reference,
+            "pair_on": self.pair_on,
+            "threshold": self.threshold,
+            "keys": list(self.keys),
+            "metrics": list(self.metrics),
+            "summary": _records(self.summary),
+            "comparisons": _records(self.comparisons),
+            "pooled": _records(self.pooled),
+            "per_repeat": _records(self.per_repeat),
+            "per_fold": _records(self.per_fold),
+        }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{str(k): _plain(v) for k, v in row.items()} for row in frame.to_dict("records")]
+
+
+# --------------------------------------------------------------------------------------------
+# input validation
+# --------------------------------------------------------------------------------------------
+
+
+def validate_predictions(
+    predictions: pd.DataFrame,
+    task: str,
+    source: str = "predictions",
+    by: Sequence[str] = (),
+    score_column: str | None = None,
+) -> pd.DataFrame:
+    """Check the predictions table and return a clean copy with canonical dtypes.
+
+    For classification the score is ``score_column``, by default ``y_score`` when that column
+    exists (then ``y_pred`` may hold hard labels) and ``y_pred`` otherwise; it is copied to
+    ``y_pred`` in the returned frame.
+    """
+    if task not in TASKS:
+        raise input_error(source, "task", f"'{task}'; expected regression or classification")
+    if not isinstance(predictions, pd.DataFrame) or predictions.shape[0] == 0:
+        raise input_error(source, None, "predictions table is empty; expected one row per "
+                          "(method, sample, repeat, fold)")
+    require_columns(predictions, PREDICTION_COLUMNS + list(by), source)
+    frame = predictions.copy()
+    if task == "classification":
+        score_column = score_column or ("y_score" if "y_score" in frame.columns else "y_pred")
+        require_columns(frame, [score_column], source)
+        frame["y_pred"] = frame[score_column]
+    for column in ("method", "sample_id", "role", *by):
+        n_missing = int(frame[column].isna().sum())
+        if n_missing:
+            raise input_error(source, column, f"{n_missing} missing values; expected no blanks")
+        frame[column] = frame[column].astype(str)
+    for column in ("repeat", "fold"):
+        numbers = pd.to_numeric(frame[column], errors="coerce")
+        bad = numbers.isna() | (numbers != np.floor(numbers)) | (numbers < 0)
+        if bad.any():
+            value = frame.loc[bad, column].iloc[0]
+            raise input_error(source, column, f"value '{value}'; expected an integer >= 0")
+        frame[column] = numbers.astype("int64")
+    unknown = frame.loc[~frame["role"].isin(PREDICTION_ROLES), "role"]
+    if not unknown.empty:
+        raise input_error(source, "role", f"unknown role '{unknown.iloc[0]}'; expected test or val")
+    y_true, y_pred = check_arrays(
+        pd.to_numeric(frame["y_true"], errors="coerce"),
+        pd.to_numeric(frame["y_pred"], errors="coerce"),
+        source, "y_true", score_column or "y_pred",
+    )
+    if task == "classification":
+        y_true = check_binary(y_true, source, require_both=False).astype(float)
+    frame["y_true"], frame["y_pred"] = y_true, y_pred
+    row_key = ["method", *by, "sample_id", "repeat", "fold", "role"]
+    dup = frame.duplicated(row_key)
+    if dup.any():
+        row = frame[dup].iloc[0]
+        raise input_error(source, "sample_id", f"sample '{row['sample_id']}' of method "
+                          f"'{row['method']}' appears twice in repeat {row['repeat']} fold "
+                          f"{row['fold']} ({row['role']}); expected one row each")
+    if not (frame["role"] == "test").any():
+        raise input_error(source, "role", "no 'test' rows; expected test predictions")
+    return frame.reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------
+# thresholds and pooling
+# --------------------------------------------------------------------------------------------
+
+
+def fold_thresholds(
+    frame: pd.DataFrame, keys: list[str], threshold: str | float, fixed_value: float = 0.5,
+    source: str = "predictions",
+) -> pd.DataFrame:
+    """One threshold per (keys, repeat, fold), chosen on that fold's val rows only."""
+    if isinstance(threshold, str) and threshold not in ("youden", "fixed"):
+        raise input_error(source, "threshold", f"'{threshold}'; expected youden, fixed or a number")
+    rows = []
+    for group, part in frame.groupby([*keys, "repeat", "fold"], sort=True):
+        val = part[part["role"] == "val"]
+        if isinstance(threshold, int | float) and not isinstance(threshold, bool):
+            value, how = float(threshold), "fixed"
+        elif threshold == "youden" and val["y_true"].nunique() == 2:
+            value = choose_threshold(val["y_true"], val["y_pred"], "youden", source=source)
+            how = "youden on val"
+        else:
+            value = fixed_value
+            how = "fixed" if threshold == "fixed" else (
+                "fixed (no val rows)" if val.empty else "fixed (val has one class)")
+        rows.append({**dict(zip([*keys, "repeat", "fold"], group, strict=True)),
+                     "threshold": value, "threshold_source": how})
+    return pd.DataFrame(rows)
+
+
+def pool_test_predictions(
+    frame: pd.DataFrame, keys: list[str], thresholds: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Per (keys, repeat): one row per test sample.
+
+    Out-of-fold K-fold rows pass through; a sample tested in several folds (shared hold-out set)
+    gets the mean of its fold models' predictions (and of their thresholds).
+    """
+    test = frame[frame["role"] == "test"]
+    if thresholds is not None:
+        test = test.merge(thresholds[[*keys, "repeat", "fold", "threshold"]],
+                          on=[*keys, "repeat", "fold"], how="left")
+    else:
+        test = test.assign(threshold=np.nan)
+    grouped = test.groupby([*keys, "repeat", "sample_id"], sort=True)
+    pooled = grouped.agg(
+        y_true=("y_true", "first"),
+        y_true_max=("y_true", "max"),
+        y_true_min=("y_true", "min"),
+        y_pred=("y_pred", "mean"),
+        threshold=("threshold", "mean"),
+        n_models=("fold", "size"),
+    ).reset_index()
+    inconsistent = pooled[pooled["y_true_max"] != pooled["y_true_min"]]
+    if not inconsistent.empty:
+        raise input_error("predictions", "y_true", f"sample '{inconsistent['sample_id'].iloc[0]}' "
+                          "has different y_true in different folds; expected one true value")
+    return pooled.drop(columns=["y_true_max", "y_true_min"])
+
+
+# --------------------------------------------------------------------------------------------
+# metrics per level
+# --------------------------------------------------------------------------------------------
+
+
+def _metrics(task: str, part: pd.DataFrame, allow_single_class: bool,
+             source: str) -> dict[str, float]:
+    if task == "regression":
+        return regression_metrics(part["y_true"], part["y_pred"], source)
+    return classification_metrics(part["y_true"], part["y_pred"], part["threshold"].to_numpy(),
+                                  source, allow_single_class=allow_single_class)
+
+
+def _ci_function(task: str, metric: str):
+    """(metric_fn, uses_threshold_shift): a fast function for the bootstrap's inner loop."""
+    if metric == "spearman":
+        return fast_spearman, False
+    if metric == "roc_auc":
+        return fast_auc, False
+    if task == "regression":
+        return (lambda t, p: regression_metrics(t, p)[metric]), False
+    # Threshold metrics resample (score - threshold) against 0, so each row keeps its own
+    # fold's threshold inside the resample.
+    shift = metric in THRESHOLD_METRICS
+    return (lambda t, p: classification_metrics(t, p, 0.0 if shift else 0.5)[metric]), shift
+
+
+def _pooled_row(task, keys, key_values, part, ci_metrics, n_boot, alpha, seed, source):
+    row = dict(zip(keys, key_values, strict=True))
+    row.update({"n_rows": int(len(part)), "n_samples": int(part["sample_id"].nunique()),
+                "n_repeats": int(part["repeat"].nunique())})
+    row.update(_metrics(task, part, allow_single_class=False, source=source))
+    for metric in ci_metrics:
+        low = high = float("nan")
+        if n_boot > 0:
+            fn, shift = _ci_function(task, metric)
+            scores = part["y_pred"].to_numpy()
+            if shift:
+                scores = scores - part["threshold"].to_numpy()
+            low, high = bootstrap_ci(fn, part["y_true"].to_numpy(), scores, n_boot=n_boot,
+                                     alpha=alpha, seed=seed, stratify=task == "classification",
+                                     clusters=part["sample_id"].to_numpy())
+        row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = low, high
+    return row
+
+
+def _summary(per_fold, per_repeat, pooled, keys, metric_names, ci_metrics):
+    rows = []
+    for key_values, pooled_part in pooled.groupby(keys, sort=True):
+        key_values = key_values if isinstance(key_values, tuple) else (key_values,)
+        mask_r = np.logical_and.reduce([per_repeat[k] == v for k, v in zip(keys, key_values,
+                                                                             strict=True)])
+        mask_f = np.logical_and.reduce([per_fold[k] == v for k, v in zip(keys, key_values,
+                                                                           strict=True)])
+        units, over = (per_repeat[mask_r], "repeat") if mask_r.sum() > 1 else (per_fold[mask_f],
+                                                                                 "fold")
+        for metric in metric_names:
+            values = units[metric].to_numpy(dtype=float)
+            values = values[np.isfinite(values)]
+            row = dict(zip(keys, key_values, strict=True))
+            row.update({
+                "metric": metric,
+                "mean": float(values.mean()) if values.size else float("nan"),
+                "sd": float(values.std(ddof=1)) if values.size > 1 else float("nan"),
+                "n": int(values.size),
+                "over": over,
+                "pooled": float(pooled_part[metric].iloc[0]),
+                "ci_low": float(pooled_part[f"{metric}_ci_low"].iloc[0])
+                if metric in ci_metrics else float("nan"),
+                "ci_high": float(pooled_part[f"{metric}_ci_high"].iloc[0])
+                if metric in ci_metrics else float("nan"),
+            })
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# comparisons
+# --------------------------------------------------------------------------------------------
+
+
+def _check_same_tests(frame, by_values, by, method, reference, unit_cols, source):
+    test = frame[frame["role"] == "test"]
+    for col, value in zip(by, by_values, strict=True):
+        test = test[test[col] == value]
+    sets = {name: test[test["method"] == name].groupby(unit_cols)["sample_id"].agg(frozenset)
+            for name in (method, reference)}
+    common = sets[method].index.intersection(sets[reference].index)
+    for unit in common:
+        if sets[method][unit] != sets[reference][unit]:
+            raise input_error(source, "sample_id", f"methods '{method}' and '{reference}' were "
+                              f"tested on different samples in {unit_cols} = {unit}; expected "
+                              "identical splits for a paired comparison")
+
+
+def _comparisons(frame, per_fold, per_repeat, pooled_rows, task, keys, by, reference, metric,
+                 pair_on, source):
+    columns = [*keys, "reference", "metric", "test", "unit", "n", "value", "reference_value",
+               "difference", "statistic", "p_value"]
+    if reference is None:
+        return pd.DataFrame(columns=columns)
+    n_repeats = frame["repeat"].nunique()
+    unit = "fold" if pair_on == "fold" or n_repeats == 1 else "repeat"
+    table = per_fold if unit == "fold" else per_repeat
+    unit_cols = ["repeat", "fold"] if unit == "fold" else ["repeat"]
+    rows = []
+    by_groups = [((), frame)] if not by else frame.groupby(by, sort=True)
+    for by_values, part in by_groups:
+        by_values = by_values if isinstance(by_values, tuple) else (by_values,)
+        by_filter = dict(zip(by, by_values, strict=True))
+        methods = sorted(part["method"].unique())
+        if reference not in methods:
+            continue
+        sel = np.logical_and.reduce([table[k] == v for k, v in by_filter.items()]) if by \
+            else np.ones(len(table), dtype=bool)
+        units = table[sel].pivot_table(index=unit_cols, columns="method", values=metric,
+                                       aggfunc="first", dropna=False)
+        units = units.reindex(columns=methods)
+        for method in methods:
+            if method == reference:
+                continue
+            _check_same_tests(frame, by_values, by, method, reference, unit_cols, source)
+            pair = units[[method, reference]].dropna()
+            base = {**{"method": method}, **by_filter, "reference": reference, "metric": metric}
+            if len(pair):
+                result = paired_wilcoxon(pair[method], pair[reference], source=source)
+                rows.append({**base, "test": result["test"], "unit": unit, "n": result["n"],
+                             "value": float(pair[method].mean()),
+                             "reference_value": float(pair[reference].mean()),
+                             "difference": result["mean_difference"],
+                             "statistic": result["statistic"], "p_value": result["p_value"]})
+            if task == "classification" and n_repeats == 1:
+                row = _delong_row(pooled_rows, by_filter, method, reference, base)
+                if row is not None:
+                    rows.append(row)
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _delong_row(pooled_rows, by_filter, method, reference, base):
+    """DeLong on the pooled scores when both methods scored exactly the same test samples."""
+    part = pooled_rows
+    for col, value in by_filter.items():
+        part = part[part[col] == value]
+    a = part[part["method"] == method].set_index("sample_id").sort_index()
+    b = part[part["method"] == reference].set_index("sample_id").sort_index()
+    if len(a) == 0 or not a.index.equals(b.index) or a["y_true"].nunique() < 2:
+        return None
+    result = delong_test(a["y_true"].to_numpy(), a["y_pred"].to_numpy(), b["y_pred"].to_numpy())
+    return {**base, "metric": "roc_auc", "test": result["test"], "unit": "sample",
+            "n": int(len(a)), "value": result["auc_a"], "reference_value": result["auc_b"],
+            "difference": result["auc_a"] - result["auc_b"], "statistic": result["z"],
+            "p_value": result["p_value"]}
+
+
+# --------------------------------------------------------------------------------------------
+# entry point
+# --------------------------------------------------------------------------------------------
+
+
+def evaluate_predictions(
+    predictions: pd.DataFrame,
+    task: str,
+    reference: str | None = None,
+    primary_metric: str | None = None,
+    threshold: str | float = "youden",
+    pair_on: str = "repeat",
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    by: Sequence[str] = (),
+    score_column: str | None = None,
+    fixed_threshold: float = 0.5,
+    ci_metrics: Sequence[str] | None = None,
+    source: str = "predictions",
+) -> Evaluation:
+    """Evaluate every method of a predictions table on identical splits.
+
+    ``reference``: the method every other one is compared with (paired Wilcoxon on the primary
+    metric over ``pair_on`` units - repeats, or folds when there is one repeat - and, for
+    classification with one repeat and a shared test set, DeLong on the pooled scores).
+    ``by``: extra columns (e.g. ``modality``) that split a method into separately evaluated
+    units; comparisons are then made within each value. ``ci_metrics``: metrics that get a
+    bootstrap CI on the pooled level (default: the primary metric).
+    """
+    by = list(by)
+    frame = validate_predictions(predictions, task, source, by, score_column)
+    metric_names = list(REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS)
+    primary = primary_metric or DEFAULT_PRIMARY[task]
+    for metric in [primary, *(ci_metrics or [])]:
+        if metric not in metric_names:
+            raise input_error(source, "primary_metric", f"'{metric}' for {task}; expected one of "
+                              + ", ".join(metric_names))
+    if pair_on not in ("repeat", "fold"):
+        raise input_error(source, "pair_on", f"'{pair_on}'; expected repeat or fold")
+    if reference is not None and reference not in set(frame["method"]):
+        raise input_error(source, "method", f"reference method '{reference}' not in the table "
+                          f"(found: {', '.join(sorted(frame['method'].unique())[:8])})")
+    ci_metrics = list(ci_metrics) if ci_metrics is not None else [primary]
+    keys = ["method", *by]
+
+    thresholds = None
+    if task == "classification":
+        thresholds = fold_thresholds(frame, keys, threshold, fixed_threshold, source)
+
+    test = frame[frame["role"] == "test"]
+    if thresholds is not None:
+        test = test.merge(thresholds, on=[*keys, "repeat", "fold"], how="left")
+    fold_rows = []
+    for group, part in test.groupby([*keys, "repeat", "fold"], sort=True):
+        row = dict(zip([*keys, "repeat", "fold"], group, strict=True))
+        row["n"] = int(len(part))
+        row.update(_metrics(task, part, allow_single_class=True, source=source))
+        if thresholds is not None:
+            row["threshold_source"] = part["threshold_source"].iloc[0]
+        fold_rows.append(row)
+    per_fold = pd.DataFrame(fold_rows)
+
+    pooled_rows = pool_test_predictions(frame, keys, thresholds)
+    repeat_rows = []
+    for group, part in pooled_rows.groupby([*keys, "repeat"], sort=True):
+        row = dict(zip([*keys, "repeat"], group, strict=True))
+        row["n"] = int(len(part))
+        row["fold_ensemble"] = bool((part["n_models"] > 1).any())
+        row.update(_metrics(task, part, allow_single_class=False, source=source))
+        repeat_rows.append(row)
+    per_repeat = pd.DataFrame(repeat_rows)
+
+    pooled = pd.DataFrame([
+        _pooled_row(task, keys, group, part, ci_metrics, n_boot, alpha, seed, source)
+        for group, part in pooled_rows.groupby(keys, sort=True)
+    ])
+    summary = _summary(per_fold, per_repeat, pooled, keys, metric_names, ci_metrics)
+    comparisons = _comparisons(frame, per_fold, per_repeat, pooled_rows, task, keys, by,
+                               reference, primary, pair_on, source)
+    return Evaluation(
+        task=task, primary_metric=primary, reference=reference, pair_on=pair_on,
+        threshold=threshold, keys=keys, per_fold=per_fold, per_repeat=per_repeat, pooled=pooled,
+        summary=summary, comparisons=comparisons, metrics=metric_names,
+    )
+
+
+__all__ = [
+    "PREDICTION_COLUMNS",
+    "Evaluation",
+    "GliotlError",
+    "evaluate_predictions",
+    "fold_thresholds",
+    "pool_test_predictions",
+    "validate_predictions",
+]

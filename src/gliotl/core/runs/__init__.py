@@ -1,0 +1,1 @@
+"""Run directories, jobs and the executors that run them (local pool, Ray)."""

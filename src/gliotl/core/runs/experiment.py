@@ -1,0 +1,84 @@
+"""The one experiment skeleton both systems run on: open the run, run stages, finish or fail.
+
+A system's experiment is a function ``body(experiment) -> dict`` that calls
+:meth:`Experiment.stage` for each list of independent jobs, :meth:`Experiment.splits` for every
+split table (drawn once, saved with the run, read back on ``--resume``) and
+:meth:`Experiment.prepare_once` for work whose output the run keeps (step matrices, the cohort
+table). :func:`run_experiment` opens the run directory, calls the body and marks the run
+``finished`` with the body's manifest fields, or ``failed`` with the error, so a run that stops
+never stays ``running``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pandas as pd
+
+from gliotl.core.config import StrictModel, config_to_dict
+from gliotl.core.runs.jobs import Executor, Job, JobsOutcome, run_stage
+from gliotl.core.runs.rundir import RunDir
+
+T = TypeVar("T")
+
+
+@dataclass
+class Experiment:
+    """An open run and how its jobs are executed; handed to a system's experiment body."""
+
+    run: RunDir
+    executor: Executor | None = None
+    retries: int = 0
+    progress: bool = True
+
+    def stage(self, jobs: Iterable[Job], description: str) -> JobsOutcome:
+        """Run one stage's jobs (finished ones are reused); any failure stops the experiment."""
+        return run_stage(jobs, self.run, self.executor, self.retries, self.progress, description)
+
+    def splits(self, filename: str, sample_ids: Sequence[str],
+               draw: Callable[[], pd.DataFrame], splits_file: str | Path | None = None
+               ) -> pd.DataFrame:
+        """The split table saved as ``filename`` in the run: read back when it is there, else
+        taken from ``splits_file`` (the user's) or drawn by ``draw`` and saved."""
+        from gliotl.core.evaluation.splits import load_splits, save_splits
+
+        path = self.run.path / filename
+        ids = list(sample_ids)
+        if path.is_file():
+            return load_splits(path, sample_ids=ids)
+        splits = load_splits(splits_file, sample_ids=ids) if splits_file else draw()
+        save_splits(splits, path)
+        return splits
+
+    def prepare_once(self, marker: Path, prepare: Callable[[], T], load: Callable[[], T]) -> T:
+        """``prepare()`` writes files ending with ``marker``; a resumed run calls ``load()``."""
+        return load() if marker.is_file() else prepare()
+
+
+def run_experiment(
+    config: StrictModel,
+    body: Callable[[Experiment], dict[str, Any]],
+    *,
+    name: str,
+    seed: int,
+    out: Path | str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    executor: Executor | None = None,
+    retries: int = 0,
+    progress: bool = True,
+) -> RunDir:
+    """Open the run for ``config``, run ``body`` in it and record how it ended."""
+    run = RunDir.open(name, config_to_dict(config), seed, out=out, resume=resume,
+                      overwrite=overwrite)
+    experiment = Experiment(run, executor, retries, progress)
+    try:
+        fields = body(experiment) or {}
+    except BaseException as exc:
+        run.finish("failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+        raise
+    run.finish("finished", **fields)
+    return run

@@ -1,0 +1,277 @@
+"""Independent jobs and the executors that run them.
+
+An experiment is a list of :class:`Job` (one training + evaluation each) plus an aggregation step.
+A job's function is a module-level callable ``fn(job_dir: Path, **kwargs) -> dict``; it may write
+artifacts (checkpoints) into ``job_dir`` and returns JSON-able values and pandas DataFrames. The
+driver persists the result as ``jobs/<id>/result.json`` (+ one CSV per DataFrame); that file is the
+"done" marker, so ``--resume`` reruns exactly the jobs without it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+
+from gliotl.core.io import write_csv, write_json, write_text
+from gliotl.core.runs.rundir import RunDir
+from gliotl.errors import GliotlError
+
+JobFn = Callable[..., dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One independent unit of work. ``fn`` must be importable (picklable) by worker processes."""
+
+    job_id: str
+    fn: JobFn
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+
+@dataclass
+class JobFailure:
+    job_id: str
+    error: str
+    attempts: int
+
+
+@dataclass
+class JobsOutcome:
+    results: dict[str, dict[str, Any]]
+    failures: list[JobFailure]
+
+    def raise_on_failure(self, run: RunDir) -> None:
+        if self.failures:
+            first = self.failures[0]
+            raise GliotlError(
+                f"{run.path}: {len(self.failures)} job(s) failed (first: {first.job_id}: "
+                f"{first.error}); fix the cause and rerun with --resume"
+            )
+
+
+def call_job(job: Job, job_dir: Path) -> dict[str, Any]:
+    """Run one job's function in whatever process the executor chose.
+
+    The job computes with as many torch threads as CPUs it reserved (``job.cpus``, default 1):
+    more threads than reserved cores make OpenMP workers spin against each other, which slowed
+    small networks ~10x on a busy 2-core machine.
+    """
+    import torch
+
+    job_dir.mkdir(parents=True, exist_ok=True)
+    previous = torch.get_num_threads()
+    threads = max(1, int(job.cpus))
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    try:
+        result = job.fn(job_dir=job_dir, **job.kwargs)
+    finally:
+        torch.set_num_threads(previous)
+    if not isinstance(result, dict):
+        raise TypeError(f"job {job.job_id} returned {type(result).__name__}, expected dict")
+    # Beside the result, not in it: results must not depend on the machine's speed.
+    write_json(job_dir / "timing.json",
+               {"seconds": time.perf_counter() - start, "threads": threads})
+    return result
+
+
+def save_job_result(job_dir: Path, result: dict[str, Any]) -> None:
+    """Persist a result: DataFrames as CSV first, then result.json last (the done marker)."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    plain: dict[str, Any] = {}
+    frames = []
+    for key, value in result.items():
+        if isinstance(value, pd.DataFrame):
+            write_csv(job_dir / f"{key}.csv", value)
+            frames.append(key)
+        else:
+            plain[key] = value
+    plain["__frames__"] = frames
+    write_json(job_dir / "result.json", plain)
+
+
+def load_job_result(job_dir: Path) -> dict[str, Any]:
+    data = json.loads((job_dir / "result.json").read_text(encoding="utf-8"))
+    for key in data.pop("__frames__", []):
+        data[key] = pd.read_csv(job_dir / f"{key}.csv")
+    return data
+
+
+class Executor(Protocol):
+    """Runs jobs and yields ``(job, result_or_exception, attempts)`` as each one ends."""
+
+    def run(
+        self, jobs: list[Job], run: RunDir, retries: int
+    ) -> Iterator[tuple[Job, dict[str, Any] | BaseException, int]]: ...
+
+
+def _format_exception(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
+
+
+def _attempt(job: Job, job_dir: Path, retries: int) -> tuple[dict[str, Any] | BaseException, int]:
+    last: BaseException | None = None
+    for attempt in range(1, retries + 2):
+        try:
+            return call_job(job, job_dir), attempt
+        except GliotlError:
+            raise
+        except Exception as exc:  # a job failure is recorded, not fatal to the others
+            last = exc
+            write_text(job_dir / "error.txt", traceback.format_exc())
+    assert last is not None
+    return last, retries + 1
+
+
+def _attempt_in_worker(job: Job, job_dir: str, retries: int, threads: int):
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    result, attempts = _attempt(job, Path(job_dir), retries)
+    if isinstance(result, BaseException):
+        return RuntimeError(_format_exception(result)), attempts
+    return result, attempts
+
+
+class LocalExecutor:
+    """Sequential in this process (workers=1) or a spawn-based process pool."""
+
+    def __init__(self, workers: int = 1):
+        if workers < 1:
+            raise GliotlError(f"--workers: expected a positive integer, got {workers}")
+        self.workers = workers
+
+    def run(self, jobs, run, retries):
+        if self.workers == 1:
+            for job in jobs:
+                result, attempts = _attempt(job, run.job_dir(job.job_id), retries)
+                yield job, result, attempts
+            return
+        import os
+
+        threads = max(1, (os.cpu_count() or 1) // self.workers)
+        todo = list(jobs)
+        # A killed worker breaks the whole pool, failing every job then in flight. Only a crash
+        # with one job in flight is charged to it; the others are rerun alone to find the culprit.
+        suspects: list[Job] = []
+        charged = {job.job_id: 0 for job in jobs}  # attempts counted against `retries`
+        started = dict(charged)  # attempts actually run, as reported
+        while todo or suspects:
+            with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn")) as pool:
+                futures: dict[Future, Job] = {}
+                alone = broken = False
+                in_flight = 0
+                while futures or (not broken and (todo or suspects)):
+                    while not broken and not alone and (todo or suspects):
+                        if suspects and futures:
+                            break
+                        if not suspects and len(futures) >= self.workers:
+                            break
+                        queue = suspects if suspects else todo
+                        job = queue[0]
+                        left = retries - charged[job.job_id]
+                        args = (job, str(run.job_dir(job.job_id)), left, threads)
+                        try:
+                            future = pool.submit(_attempt_in_worker, *args)
+                        except BrokenProcessPool:  # a worker died since the last wait()
+                            broken = True  # `job` stays queued; it never started
+                            break
+                        queue.pop(0)
+                        alone = queue is suspects
+                        charged[job.job_id] += 1
+                        started[job.job_id] += 1
+                        futures[future] = job
+                        in_flight = len(futures)
+                    done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        job = futures.pop(future)
+                        alone = False
+                        try:
+                            result, tries = future.result()
+                            tries += started[job.job_id] - 1
+                        except BrokenProcessPool as exc:  # a worker process died
+                            broken = True
+                            if in_flight > 1:
+                                charged[job.job_id] -= 1
+                            if in_flight > 1 or charged[job.job_id] <= retries:
+                                suspects.append(job)
+                                continue
+                            result, tries = exc, started[job.job_id]
+                        except GliotlError:
+                            raise
+                        except Exception as exc:  # e.g. a result that cannot be pickled
+                            result, tries = exc, started[job.job_id]
+                        yield job, result, tries
+
+
+def make_executor(name: str = "local", workers: int = 1, **options: Any) -> Executor:
+    if name == "local":
+        return LocalExecutor(workers)
+    if name == "ray":
+        from gliotl.core.runs.ray_executor import RayExecutor
+
+        if workers > 1:  # CPUs of a Ray instance started here ('local'); ignored otherwise
+            options.setdefault("num_cpus", workers)
+        return RayExecutor(**options)
+    raise GliotlError(f"--executor: expected 'local' or 'ray', got '{name}'")
+
+
+def run_jobs(
+    jobs: Iterable[Job],
+    run: RunDir,
+    executor: Executor | None = None,
+    retries: int = 0,
+    progress: bool = True,
+    description: str = "jobs",
+) -> JobsOutcome:
+    """Run every unfinished job; finished ones (from an earlier, interrupted run) are reused."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    jobs = list(jobs)
+    ids = [job.job_id for job in jobs]
+    if len(set(ids)) != len(ids):
+        raise ValueError("job ids must be unique")
+    executor = executor or LocalExecutor()
+    results = {
+        j.job_id: load_job_result(run.job_dir(j.job_id)) for j in jobs if run.job_done(j.job_id)
+    }
+    todo = [job for job in jobs if job.job_id not in results]
+    failures: list[JobFailure] = []
+    with Progress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), disable=not progress, transient=False,
+    ) as bar:
+        task = bar.add_task(description, total=len(jobs), completed=len(results))
+        for job, result, attempts in executor.run(todo, run, retries):
+            if isinstance(result, BaseException):
+                failures.append(JobFailure(job.job_id, _format_exception(result), attempts))
+            else:
+                save_job_result(run.job_dir(job.job_id), result)
+                results[job.job_id] = load_job_result(run.job_dir(job.job_id))
+            bar.advance(task)
+    if failures:
+        run.update_manifest(failed_jobs=[f.__dict__ for f in failures])
+    return JobsOutcome(results={k: results[k] for k in ids if k in results}, failures=failures)
+
+
+def run_stage(jobs: Iterable[Job], run: RunDir, executor: Executor | None, retries: int,
+              progress: bool, description: str) -> JobsOutcome:
+    """One stage of an experiment: run its jobs; if any failed, stop with a resumable error
+    (the stages after it depend on all of its results)."""
+    outcome = run_jobs(jobs, run, executor=executor, retries=retries, progress=progress,
+                       description=description)
+    outcome.raise_on_failure(run)
+    return outcome

@@ -1,0 +1,1 @@
+"""The drug-response network, its scikit-learn estimators and transfer policies."""

@@ -1,0 +1,1 @@
+"""The drug experiment: step data, in-fold preprocessing, stages, report, predict."""

@@ -1,0 +1,1 @@
+"""MedicalNet 3D ResNets, SpotTune and the conventional fine-tuning strategies."""

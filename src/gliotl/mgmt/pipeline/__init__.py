@@ -1,0 +1,1 @@
+"""The MGMT experiment: training one classifier, fusion, pretraining, report, predict."""

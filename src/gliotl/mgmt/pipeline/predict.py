@@ -1,0 +1,117 @@
+"""Apply a finished MGMT run to a new cohort: its fold models, preprocessing, fusion, thresholds.
+
+Every fold model (``jobs/<method>-<unit>-f<k>/model.pt``, weights only) predicts each new
+patient; probabilities are averaged over folds, then over the modalities of each group, exactly
+as for the run's hold-out set, and the group's validation-chosen threshold from
+``metrics.json`` turns them into calls. The new cohort table has the usual columns
+(``patient_id``, modality paths, ``segmentation``); ``label`` is optional.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gliotl.core.io import load_torch, read_table, require_columns
+from gliotl.core.runs.rundir import RunDir
+from gliotl.errors import GliotlError, input_error
+
+
+def read_new_cohort(path: str | Path):
+    """A cohort table whose ``label`` column may be absent (patients of unknown status)."""
+    from gliotl.mgmt.data.cohort import TABLE_COLUMNS, Cohort, read_cohort_table
+
+    path = Path(path)
+    frame = read_table(path, dtype=str, keep_default_na=False)
+    require_columns(frame, ["patient_id"], path)
+    if "label" in frame.columns:
+        return read_cohort_table(path), True
+    unknown = [c for c in frame.columns if c not in TABLE_COLUMNS]
+    if unknown:
+        raise input_error(path, unknown[0], f"unknown column; expected among {TABLE_COLUMNS}")
+    if frame["patient_id"].duplicated().any():
+        raise input_error(path, "patient_id", "unique patient ids expected")
+    for column in TABLE_COLUMNS[2:]:
+        if column in frame.columns:
+            frame[column] = frame[column].map(
+                lambda v: str((path.parent / v).resolve()) if isinstance(v, str) and v
+                else pd.NA)
+    frame["label"] = 0  # placeholder: MRIDataset yields a label; it is not reported
+    return Cohort(frame, {}, str(path)), False
+
+
+def predict_cohort(run_dir: str | Path, cohort_path: str | Path, method: str | None = None,
+                   device: str = "auto", progress: bool = False) -> pd.DataFrame:
+    """Per patient and modality group: fused probability, threshold and call."""
+    import torch
+
+    from gliotl.mgmt.config import MGMTExperimentConfig
+    from gliotl.mgmt.data.cache import VolumeCache
+    from gliotl.mgmt.data.dataset import MRIDataset
+    from gliotl.mgmt.pipeline.experiment import build_network, cache_dir, job_id, unit_modalities
+    from gliotl.mgmt.pipeline.fusion import fold_ensemble, fuse_groups
+    from gliotl.mgmt.pipeline.training import predict_proba, resolve_device
+
+    run = RunDir(run_dir)
+    if not run.manifest_path.is_file():
+        raise GliotlError(f"{run_dir}: not a gliotl run directory (no manifest.json)")
+    if run.manifest().get("status") != "finished":
+        raise GliotlError(f"{run_dir}: run is not finished; resume it before predicting")
+    config = MGMTExperimentConfig.model_validate(run.config())
+    method = method or config.reference
+    if method not in [m.name for m in config.methods]:
+        raise GliotlError(f"{run_dir}: field 'method': '{method}' was not trained in this run "
+                          f"(available: {[m.name for m in config.methods]})")
+    cohort, has_labels = read_new_cohort(cohort_path)
+    cache = VolumeCache(cache_dir(config, run.path), config.preprocessing)
+    report = cache.fill(cohort, config.modalities, progress=progress, on_error="exclude")
+    cohort = report.apply(cohort)
+    dev = resolve_device(device)
+    folds = sorted(int(f) for f in pd.read_csv(run.splits_path)["fold"].unique())
+    rows = []
+    for unit in config.units():
+        modalities = unit_modalities(config, unit)
+        ids = cohort.patients_with(modalities)
+        if not ids:
+            continue
+        dataset = MRIDataset(cohort, modalities, cache, ids)
+        for fold in folds:
+            weights = run.job_dir(job_id(method, unit, fold)) / "model.pt"
+            model = build_network(config, method, unit, None)
+            state = load_torch(weights)
+            try:
+                model.load_state_dict(state)
+            except RuntimeError as exc:
+                raise input_error(weights, None, f"does not fit the run's {method} network "
+                                  f"({str(exc).splitlines()[0]})") from None
+            model.to(dev)
+            with torch.no_grad():
+                prob = predict_proba(model, dataset, dev, config.training.eval_batch_size)
+            rows.append(pd.DataFrame({"method": method, "modality": unit, "role": "test",
+                                      "sample_id": ids, "fold": fold,
+                                      "y_true": dataset.labels, "y_pred": prob}))
+    if not rows:
+        raise input_error(cohort_path, None, f"no patient has any of {config.modalities}")
+    ensembled = fold_ensemble(pd.concat(rows, ignore_index=True))
+    fused = fuse_groups(ensembled, config.fusion_groups(), config.fusion.missing)
+    thresholds = {}
+    metrics = json.loads(run.metrics_path.read_text())
+    for row in metrics.get("holdout", []):
+        if row["method"] == method:
+            thresholds[row["group"]] = row["threshold"]
+    fused["threshold"] = fused["group"].map(thresholds).astype(float)
+    fused["methylated"] = np.where(fused["threshold"].notna(),
+                                   fused["y_pred"] >= fused["threshold"], pd.NA)
+    out = fused.rename(columns={"sample_id": "patient_id", "y_pred": "probability"})
+    columns = ["patient_id", "method", "group", "n_modalities", "probability", "threshold",
+               "methylated"]
+    if has_labels:
+        out["label"] = out["y_true"].astype(int)
+        columns.append("label")
+    return out[columns].sort_values(["group", "patient_id"]).reset_index(drop=True)
+
+
+__all__ = ["predict_cohort", "read_new_cohort"]
