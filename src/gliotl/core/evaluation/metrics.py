@@ -9,7 +9,7 @@ table gives one clear line instead of a NaN buried in a report. Thresholds are c
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy import stats
@@ -220,6 +220,41 @@ def classification_metrics(
 # --------------------------------------------------------------------------------------------
 
 
+class _Clusters(NamedTuple):
+    """Rows grouped by cluster: ``order`` sorts rows by cluster, ``starts``/``sizes`` slice it."""
+
+    order: np.ndarray
+    sizes: np.ndarray
+    starts: np.ndarray
+
+    def rows(self, chosen: np.ndarray) -> np.ndarray:
+        """All rows of each chosen cluster, as one index vector."""
+        lengths = self.sizes[chosen]
+        shift = np.repeat(self.starts[chosen] - (np.cumsum(lengths) - lengths), lengths)
+        return self.order[shift + np.arange(lengths.sum())]
+
+
+def _cluster_layout(clusters: Sequence[Any] | np.ndarray, n: int) -> _Clusters | None:
+    """The cluster layout, or None when every row is its own cluster (plain resampling)."""
+    codes = np.unique(np.asarray(clusters, dtype=str), return_inverse=True)[1].ravel()
+    if codes.size != n:
+        raise GliotlError("bootstrap: field 'clusters': expected one cluster per value")
+    if codes.max() + 1 == codes.size:
+        return None
+    sizes = np.bincount(codes)
+    return _Clusters(np.argsort(codes, kind="stable"), sizes, np.cumsum(sizes) - sizes)
+
+
+def _metric_or_none(metric_fn: Callable[[np.ndarray, np.ndarray], float], t: np.ndarray,
+                    p: np.ndarray) -> float | None:
+    """The metric on one resample, None where it is undefined (raises or is not finite)."""
+    try:
+        value = float(metric_fn(t, p))
+    except (GliotlError, ValueError, ZeroDivisionError):
+        return None
+    return value if np.isfinite(value) else None
+
+
 def bootstrap_ci(
     metric_fn: Callable[[np.ndarray, np.ndarray], float],
     y_true: Sequence[float] | np.ndarray,
@@ -245,18 +280,8 @@ def bootstrap_ci(
     if not 0 < alpha < 1:
         raise GliotlError(f"bootstrap: field 'alpha': {alpha}; expected 0 < alpha < 1")
     rng = np.random.default_rng(seed)
-    unit_label = t
-    if clusters is not None:
-        codes = np.unique(np.asarray(clusters, dtype=str), return_inverse=True)[1].ravel()
-        if codes.size != t.size:
-            raise GliotlError("bootstrap: field 'clusters': expected one cluster per value")
-        if codes.max() + 1 == codes.size:  # every row its own cluster: plain resampling
-            clusters = None
-        else:
-            order = np.argsort(codes, kind="stable")
-            sizes = np.bincount(codes)
-            starts = np.cumsum(sizes) - sizes
-            unit_label = t[order[starts]]
+    layout = _cluster_layout(clusters, t.size) if clusters is not None else None
+    unit_label = t if layout is None else t[layout.order[layout.starts]]
     if stratify:
         strata = [np.flatnonzero(unit_label == v) for v in np.unique(unit_label)]
     else:
@@ -264,16 +289,9 @@ def bootstrap_ci(
     values = []
     for _ in range(n_boot):
         chosen = np.concatenate([rng.choice(s, size=s.size, replace=True) for s in strata])
-        idx = chosen
-        if clusters is not None:  # all rows of each chosen cluster, as one index vector
-            lengths = sizes[chosen]
-            shift = np.repeat(starts[chosen] - (np.cumsum(lengths) - lengths), lengths)
-            idx = order[shift + np.arange(lengths.sum())]
-        try:
-            value = float(metric_fn(t[idx], p[idx]))
-        except (GliotlError, ValueError, ZeroDivisionError):
-            continue
-        if np.isfinite(value):
+        idx = chosen if layout is None else layout.rows(chosen)
+        value = _metric_or_none(metric_fn, t[idx], p[idx])
+        if value is not None:
             values.append(value)
     if len(values) < max(1, min_valid * n_boot):
         return float("nan"), float("nan")

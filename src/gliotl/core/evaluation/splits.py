@@ -308,18 +308,8 @@ def _group_map(
     return dict(zip(ids, (str(g) for g in _aligned(groups, len(ids), "groups")), strict=True))
 
 
-def validate_splits(
-    splits: pd.DataFrame,
-    source: str | Path = "splits",
-    sample_ids: Sequence[Any] | None = None,
-    groups: Mapping[Any, Any] | pd.Series | Sequence[Any] | None = None,
-) -> pd.DataFrame:
-    """Check a splits table (generated or user-supplied) and return it in canonical form.
-
-    Raises a one-line GliotlError for: missing columns, missing values, non-integer repeat /
-    fold, an unknown role, a duplicated (sample, repeat, fold), a fold without train or test
-    samples, a sample id not in the data, or a group placed in two roles within one fold.
-    """
+def _check_raw(splits: pd.DataFrame, source: str | Path) -> None:
+    """The table as given: non-empty, all columns, no blanks, integer repeat / fold."""
     if not isinstance(splits, pd.DataFrame) or splits.shape[0] == 0:
         raise input_error(source, None, "splits table is empty; expected rows of " +
                           ", ".join(SPLIT_COLUMNS))
@@ -334,10 +324,10 @@ def validate_splits(
         if bad.any():
             value = splits[column][bad].iloc[0]
             raise input_error(source, column, f"value '{value}'; expected an integer >= 0")
-    frame = splits.copy()
-    frame["repeat"] = pd.to_numeric(frame["repeat"]).astype("int64")
-    frame["fold"] = pd.to_numeric(frame["fold"]).astype("int64")
-    frame = normalise_splits(frame)
+
+
+def _check_roles(frame: pd.DataFrame, source: str | Path) -> None:
+    """Known roles, one row per (sample, repeat, fold), train and test in every fold."""
     unknown = frame.loc[~frame["role"].isin(ROLES), "role"]
     if not unknown.empty:
         raise input_error(source, "role", f"unknown role '{unknown.iloc[0]}'; expected one of "
@@ -353,25 +343,55 @@ def validate_splits(
             if not (part["role"] == needed).any():
                 raise input_error(source, "role", f"repeat {repeat} fold {fold} has no '{needed}' "
                                   "samples; expected train and test samples in every fold")
+
+
+def _check_ids(frame: pd.DataFrame, sample_ids: Sequence[Any], source: str | Path) -> None:
+    """Every split sample is a sample of the data."""
+    known = {str(s) for s in sample_ids}
+    unknown_ids = frame.loc[~frame["sample_id"].isin(known), "sample_id"]
+    if not unknown_ids.empty:
+        raise input_error(source, "sample_id", f"{unknown_ids.nunique()} ids not in the data "
+                          f"(e.g. '{unknown_ids.iloc[0]}'); expected ids of the dataset")
+
+
+def _check_groups(frame: pd.DataFrame, group_of: dict[str, str], source: str | Path) -> None:
+    """Every sample has a group, and no group sits in two roles within one fold."""
+    unmapped = frame.loc[~frame["sample_id"].isin(group_of.keys()), "sample_id"]
+    if not unmapped.empty:
+        raise input_error(source, "sample_id", f"sample '{unmapped.iloc[0]}' has no group; "
+                          "expected a group for every sample")
+    with_group = frame.assign(_group=frame["sample_id"].map(group_of))
+    roles = with_group.groupby(["repeat", "fold", "_group"])["role"].nunique()
+    mixed = roles[roles > 1]
+    if not mixed.empty:
+        repeat, fold, group = mixed.index[0]
+        raise input_error(source, "role", f"group '{group}' has samples in more than one role "
+                          f"in repeat {repeat} fold {fold}; expected one role per group")
+
+
+def validate_splits(
+    splits: pd.DataFrame,
+    source: str | Path = "splits",
+    sample_ids: Sequence[Any] | None = None,
+    groups: Mapping[Any, Any] | pd.Series | Sequence[Any] | None = None,
+) -> pd.DataFrame:
+    """Check a splits table (generated or user-supplied) and return it in canonical form.
+
+    Raises a one-line GliotlError for: missing columns, missing values, non-integer repeat /
+    fold, an unknown role, a duplicated (sample, repeat, fold), a fold without train or test
+    samples, a sample id not in the data, or a group placed in two roles within one fold.
+    """
+    _check_raw(splits, source)
+    frame = splits.copy()
+    frame["repeat"] = pd.to_numeric(frame["repeat"]).astype("int64")
+    frame["fold"] = pd.to_numeric(frame["fold"]).astype("int64")
+    frame = normalise_splits(frame)
+    _check_roles(frame, source)
     if sample_ids is not None:
-        known = {str(s) for s in sample_ids}
-        unknown_ids = frame.loc[~frame["sample_id"].isin(known), "sample_id"]
-        if not unknown_ids.empty:
-            raise input_error(source, "sample_id", f"{unknown_ids.nunique()} ids not in the data "
-                              f"(e.g. '{unknown_ids.iloc[0]}'); expected ids of the dataset")
+        _check_ids(frame, sample_ids, source)
     group_of = _group_map(groups, sample_ids)
     if group_of is not None:
-        unmapped = frame.loc[~frame["sample_id"].isin(group_of.keys()), "sample_id"]
-        if not unmapped.empty:
-            raise input_error(source, "sample_id", f"sample '{unmapped.iloc[0]}' has no group; "
-                              "expected a group for every sample")
-        with_group = frame.assign(_group=frame["sample_id"].map(group_of))
-        roles = with_group.groupby(["repeat", "fold", "_group"])["role"].nunique()
-        mixed = roles[roles > 1]
-        if not mixed.empty:
-            repeat, fold, group = mixed.index[0]
-            raise input_error(source, "role", f"group '{group}' has samples in more than one role "
-                              f"in repeat {repeat} fold {fold}; expected one role per group")
+        _check_groups(frame, group_of, source)
     return frame
 
 

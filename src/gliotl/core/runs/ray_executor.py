@@ -208,6 +208,19 @@ class RayExecutor:
                 )
 
     # -- execution ----------------------------------------------------------------------------
+    def _options(self, job: Job) -> dict[str, Any]:
+        """Ray task options for one attempt of ``job``."""
+        options: dict[str, Any] = {
+            "num_cpus": job.cpus,
+            "num_gpus": job.gpus,
+            "max_retries": 0,  # the driver retries, counting every attempt
+            "retry_exceptions": False,
+            "name": f"gliotl:{job.job_id}",
+        }
+        if self.runtime_env is not None:
+            options["runtime_env"] = self.runtime_env
+        return options
+
     def run(
         self, jobs: list[Job], run: RunDir, retries: int
     ) -> Iterator[tuple[Job, dict[str, Any] | BaseException, int]]:
@@ -222,18 +235,11 @@ class RayExecutor:
             attempts = {job.job_id: 0 for job in jobs}
 
             def submit(job: Job) -> None:
-                options: dict[str, Any] = {
-                    "num_cpus": job.cpus,
-                    "num_gpus": job.gpus,
-                    "max_retries": 0,  # the driver retries, counting every attempt
-                    "retry_exceptions": False,
-                    "name": f"gliotl:{job.job_id}",
-                }
-                if self.runtime_env is not None:
-                    options["runtime_env"] = self.runtime_env
                 job_dir = str(run.job_dir(job.job_id).resolve()) if self.shared_fs else None
                 attempts[job.job_id] += 1
-                ref = remote.options(**options).remote(job, job_dir, self.max_artifact_bytes)
+                ref = remote.options(**self._options(job)).remote(
+                    job, job_dir, self.max_artifact_bytes
+                )
                 pending[ref] = job
 
             for job in jobs:
@@ -241,28 +247,43 @@ class RayExecutor:
             while pending:
                 (ref,), _ = ray.wait(list(pending), num_returns=1)
                 job = pending.pop(ref)
-                job_dir = run.job_dir(job.job_id)
-                try:
-                    result, artifacts = ray.get(ref)
-                    _write_artifacts(job_dir, artifacts)
-                except Exception as exc:  # job raised, or its worker/node died
-                    error = _unwrap(ray, exc)
-                    if isinstance(error, GliotlError):
-                        raise error from None  # a user mistake: the same for every attempt
-                    write_text(job_dir / "error.txt", _describe(exc, attempts[job.job_id]))
-                    if attempts[job.job_id] <= retries and not isinstance(
-                        error, ArtifactLimitError
-                    ):
-                        submit(job)
-                        continue
-                    yield job, error, attempts[job.job_id]
+                outcome, failed = _collect(ray, ref, run.job_dir(job.job_id), attempts[job.job_id])
+                if failed and attempts[job.job_id] <= retries and not isinstance(
+                    outcome, ArtifactLimitError
+                ):
+                    submit(job)
                     continue
-                yield job, result, attempts[job.job_id]
+                yield job, outcome, attempts[job.job_id]
         finally:
-            for ref in pending:  # interrupted: stop what is still queued or running
-                ray.cancel(ref, force=True)
-            if owned:
-                ray.shutdown()
+            _release(ray, pending, owned)
+
+
+def _collect(
+    ray, ref: Any, job_dir: Path, attempt: int
+) -> tuple[dict[str, Any] | BaseException, bool]:
+    """A finished task's result (its files written into ``job_dir``) and whether it failed.
+
+    A failure is logged to ``error.txt`` and returned as the job's own exception; a GliotlError
+    is raised instead, since a user mistake is the same for every attempt.
+    """
+    try:
+        result, artifacts = ray.get(ref)
+        _write_artifacts(job_dir, artifacts)
+    except Exception as exc:  # job raised, or its worker/node died
+        error = _unwrap(ray, exc)
+        if isinstance(error, GliotlError):
+            raise error from None  # a user mistake: the same for every attempt
+        write_text(job_dir / "error.txt", _describe(exc, attempt))
+        return error, True
+    return result, False
+
+
+def _release(ray, pending: dict[Any, Job], owned: bool) -> None:
+    """Cancel what is still queued or running (an interrupted run); close a Ray we opened."""
+    for ref in pending:
+        ray.cancel(ref, force=True)
+    if owned:
+        ray.shutdown()
 
 
 def _unwrap(ray, exc: BaseException) -> BaseException:

@@ -64,6 +64,29 @@ def _first_difference(old: Any, new: Any, prefix: str = "") -> str | None:
     return None if old == new else prefix.rstrip(".") or "<root>"
 
 
+def _run_path(name: str, out: str | Path | None, resume: bool, root: str | Path) -> Path:
+    """``out`` if given; else the latest ``<root>/<name>-*`` to resume, or a new stamped one."""
+    if out is not None:
+        return Path(out)
+    if not resume:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        return Path(root) / f"{name}-{stamp}"
+    candidates = sorted(Path(root).glob(f"{name}-*"))
+    if not candidates:
+        raise GliotlError(f"--resume: no earlier run named '{name}' under {root}/")
+    return candidates[-1]
+
+
+def _refuse_existing(path: Path, status: Any) -> None:
+    """A run is already at ``path`` and neither --resume nor --overwrite was given."""
+    if status == "finished":
+        raise GliotlError(f"{path}: a finished run is there; --overwrite replaces it")
+    raise GliotlError(
+        f"{path}: an unfinished run is there; pass --resume to continue it "
+        "or --overwrite to start again"
+    )
+
+
 class RunDir:
     """A run directory on disk. Create it with :meth:`open`; never construct a half-made one."""
 
@@ -141,48 +164,42 @@ class RunDir:
         A finished run is never replaced unless ``overwrite=True``; resuming checks that the
         config is the one the run started with, so a resumed run cannot mix two experiments.
         """
-        if out is None:
-            if resume:
-                candidates = sorted(Path(root).glob(f"{name}-*"))
-                if not candidates:
-                    raise GliotlError(f"--resume: no earlier run named '{name}' under {root}/")
-                path = candidates[-1]
-            else:
-                stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-                path = Path(root) / f"{name}-{stamp}"
-        else:
-            path = Path(out)
+        path = _run_path(name, out, resume, root)
         run = cls(path)
         if run.manifest_path.is_file():
             status = run.manifest().get("status")
             if overwrite:
                 shutil.rmtree(path)
             elif resume:
-                if status == "finished":
-                    raise GliotlError(f"{path}: run already finished; pass --overwrite to redo it")
-                diff = _first_difference(run.config(), yaml.safe_load(yaml.safe_dump(config)))
-                if diff is not None:
-                    raise GliotlError(
-                        f"{path / 'config.yaml'}: field '{diff}' differs from the config given; "
-                        "resume with the run's own config or start a new run"
-                    )
-                started = run.manifest().get("resumed", [])
-                run.update_manifest(status="running", resumed=[*started, _now()])
+                run._resume(status, config)
                 return run
-            elif status == "finished":
-                raise GliotlError(f"{path}: a finished run is there; --overwrite replaces it")
             else:
-                raise GliotlError(
-                    f"{path}: an unfinished run is there; pass --resume to continue it "
-                    "or --overwrite to start again"
-                )
+                _refuse_existing(path, status)
         elif path.exists() and any(path.iterdir()):
             raise GliotlError(f"{path}: folder exists and is not a gliotl run; pick another --out")
-        path.mkdir(parents=True, exist_ok=True)
-        run.checkpoints.mkdir(exist_ok=True)
-        write_yaml(run.config_path, config)
+        run._create(name, config, seed)
+        return run
+
+    def _resume(self, status: Any, config: dict[str, Any]) -> None:
+        """Reopen an unfinished run whose config is ``config``; log the resumption."""
+        if status == "finished":
+            raise GliotlError(f"{self.path}: run already finished; pass --overwrite to redo it")
+        diff = _first_difference(self.config(), yaml.safe_load(yaml.safe_dump(config)))
+        if diff is not None:
+            raise GliotlError(
+                f"{self.path / 'config.yaml'}: field '{diff}' differs from the config given; "
+                "resume with the run's own config or start a new run"
+            )
+        started = self.manifest().get("resumed", [])
+        self.update_manifest(status="running", resumed=[*started, _now()])
+
+    def _create(self, name: str, config: dict[str, Any], seed: int) -> None:
+        """Make the folder and write the config and a fresh manifest."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.checkpoints.mkdir(exist_ok=True)
+        write_yaml(self.config_path, config)
         write_json(
-            run.manifest_path,
+            self.manifest_path,
             {
                 "name": name,
                 "gliotl_version": __version__,
@@ -199,4 +216,3 @@ class RunDir:
                 "resumed": [],
             },
         )
-        return run

@@ -103,6 +103,74 @@ def read_cell_line_details(path: str | Path) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+def _published_names(details: pd.DataFrame | None, responses: pd.DataFrame,
+                     cosmic_ids: pd.Index) -> dict[str, str]:
+    """COSMIC ID -> published name, from the details table first, then the response files."""
+    names: dict[str, str] = {}
+    if details is not None:
+        names.update(zip(details["cosmic_id"], details["cell_line_name"], strict=True))
+    for cosmic, line in zip(responses["cosmic_id"], responses["cell_line_name"], strict=True):
+        if cosmic is not None and not pd.isna(cosmic):
+            names.setdefault(cosmic, line)
+    for cosmic in cosmic_ids:
+        names.setdefault(cosmic, f"COSMIC{cosmic}")
+    return names
+
+
+def _sample_keys(names: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """COSMIC ID -> sample key; lines whose names normalise alike keep the COSMIC ID apart."""
+    by_key: dict[str, list[str]] = {}
+    for cosmic, line in names.items():
+        by_key.setdefault(normalise_sample_key(line), []).append(cosmic)
+    notes: list[str] = []
+    sample_of: dict[str, str] = {}
+    for key, cosmics in by_key.items():
+        for cosmic in cosmics:
+            sample_of[cosmic] = key if len(cosmics) == 1 else f"{key}_{cosmic}"
+        if len(cosmics) > 1:
+            shown = " / ".join(f"{names[c]} (COSMIC {c})" for c in cosmics)
+            notes.append(f"name collision on key '{key}': {shown}; kept apart by COSMIC ID")
+    return sample_of, notes
+
+
+def _response_sample(row_cosmic: object, line: str, sample_of: dict[str, str]) -> str:
+    """A response row's sample: by COSMIC ID when known, else by its normalised name."""
+    if row_cosmic is not None and not pd.isna(row_cosmic) and row_cosmic in sample_of:
+        return sample_of[row_cosmic]
+    return normalise_sample_key(line)
+
+
+def _add_tcga(samples: pd.DataFrame, responses: pd.DataFrame) -> None:
+    """Fill ``tcga_desc`` from the response files where the details table has none."""
+    tcga = responses.dropna(subset=["tcga_desc"]).drop_duplicates("sample_id")
+    if not len(tcga):
+        return
+    from_responses = samples.index.map(tcga.set_index("sample_id")["tcga_desc"])
+    if "tcga_desc" in samples:
+        samples["tcga_desc"] = samples["tcga_desc"].fillna(pd.Series(from_responses,
+                                                                     index=samples.index))
+    else:
+        samples["tcga_desc"] = from_responses
+
+
+def _sample_table(names: dict[str, str], sample_of: dict[str, str], responses: pd.DataFrame,
+                  details: pd.DataFrame | None) -> pd.DataFrame:
+    """One row per sample: published name, COSMIC ID and the details' tissue columns."""
+    samples = pd.DataFrame(
+        {"cell_line_name": [names[c] for c in sample_of], "cosmic_id": list(sample_of)},
+        index=pd.Index([sample_of[c] for c in sample_of], name="sample_id"),
+    )
+    only_responses = responses[~responses["sample_id"].isin(samples.index)]
+    only_responses = only_responses.drop_duplicates("sample_id").set_index("sample_id")
+    samples = pd.concat([samples, only_responses[["cell_line_name", "cosmic_id"]]])
+    if details is not None:
+        extra = details.set_index("cosmic_id").drop(columns="cell_line_name")
+        for column in extra.columns:
+            samples[column] = samples["cosmic_id"].map(extra[column])
+    _add_tcga(samples, responses)
+    return samples
+
+
 def read_gdsc_release(
     response_paths: Sequence[str | Path] | str | Path,
     expression_path: str | Path,
@@ -117,34 +185,9 @@ def read_gdsc_release(
     expression, unnamed = read_gdsc_expression(expression_path)
     details = read_cell_line_details(cell_lines_path) if cell_lines_path else None
 
-    # COSMIC ID -> published name, from the details table first, then the response files.
-    names: dict[str, str] = {}
-    if details is not None:
-        names.update(zip(details["cosmic_id"], details["cell_line_name"], strict=True))
-    for cosmic, line in zip(responses["cosmic_id"], responses["cell_line_name"], strict=True):
-        if cosmic is not None and not pd.isna(cosmic):
-            names.setdefault(cosmic, line)
-    for cosmic in expression.index:
-        names.setdefault(cosmic, f"COSMIC{cosmic}")
-
-    by_key: dict[str, list[str]] = {}
-    for cosmic, line in names.items():
-        by_key.setdefault(normalise_sample_key(line), []).append(cosmic)
-    notes: list[str] = []
-    sample_of: dict[str, str] = {}
-    for key, cosmics in by_key.items():
-        for cosmic in cosmics:
-            sample_of[cosmic] = key if len(cosmics) == 1 else f"{key}_{cosmic}"
-        if len(cosmics) > 1:
-            shown = " / ".join(f"{names[c]} (COSMIC {c})" for c in cosmics)
-            notes.append(f"name collision on key '{key}': {shown}; kept apart by COSMIC ID")
-
-    def response_sample(row_cosmic: object, line: str) -> str:
-        if row_cosmic is not None and not pd.isna(row_cosmic) and row_cosmic in sample_of:
-            return sample_of[row_cosmic]
-        return normalise_sample_key(line)
-
-    responses["sample_id"] = [response_sample(c, n) for c, n in
+    names = _published_names(details, responses, expression.index)
+    sample_of, notes = _sample_keys(names)
+    responses["sample_id"] = [_response_sample(c, n, sample_of) for c, n in
                               zip(responses["cosmic_id"], responses["cell_line_name"], strict=True)]
     expression.index = [sample_of[c] for c in expression.index]
     expression, merged = harmonise_expression(expression)
@@ -160,26 +203,7 @@ def read_gdsc_release(
         id_vars=["sample_id", "drug", "drug_id", "source"], value_vars=list(measures),
         var_name="measure", value_name="value",
     ).dropna(subset=["value"])
-
-    samples = pd.DataFrame(
-        {"cell_line_name": [names[c] for c in sample_of], "cosmic_id": list(sample_of)},
-        index=pd.Index([sample_of[c] for c in sample_of], name="sample_id"),
-    )
-    only_responses = responses[~responses["sample_id"].isin(samples.index)]
-    only_responses = only_responses.drop_duplicates("sample_id").set_index("sample_id")
-    samples = pd.concat([samples, only_responses[["cell_line_name", "cosmic_id"]]])
-    if details is not None:
-        extra = details.set_index("cosmic_id").drop(columns="cell_line_name")
-        for column in extra.columns:
-            samples[column] = samples["cosmic_id"].map(extra[column])
-    tcga = responses.dropna(subset=["tcga_desc"]).drop_duplicates("sample_id")
-    if len(tcga):
-        from_responses = samples.index.map(tcga.set_index("sample_id")["tcga_desc"])
-        if "tcga_desc" in samples:
-            samples["tcga_desc"] = samples["tcga_desc"].fillna(pd.Series(from_responses,
-                                                                         index=samples.index))
-        else:
-            samples["tcga_desc"] = from_responses
+    samples = _sample_table(names, sample_of, responses, details)
     used = set(expression.index) | set(long["sample_id"])
     samples = samples[samples.index.isin(used)]
     return DrugDataset(name=name, expression=expression, response=long, samples=samples,

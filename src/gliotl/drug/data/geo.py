@@ -128,15 +128,13 @@ def _cells(line: str) -> list[str]:
     return [cell.strip().strip('"').strip() for cell in line.rstrip("\r\n").split("\t")[1:]]
 
 
-def read_series_matrix(path: str | Path) -> pd.DataFrame:
-    """``!Sample_*`` header lines -> one row per sample (title, geo_accession, characteristics).
+def _column_key(key: str) -> str:
+    """A characteristic key as a column name: lower case, runs of whitespace -> ``_``."""
+    return re.sub(r"\s+", "_", key.strip().lower())
 
-    ``!Sample_characteristics_ch1`` repeats, one line per characteristic, each cell
-    ``"key: value"``; keys become lower-case column names (spaces -> ``_``).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise input_error(path, None, "file not found")
+
+def _sample_lines(path: Path) -> tuple[dict[str, list[str]], list[list[str]]]:
+    """The header's ``!Sample_*`` lines: first line per tag, and every characteristics line."""
     fields: dict[str, list[str]] = {}
     characteristics: list[list[str]] = []
     with _open_text(path) as handle:
@@ -150,23 +148,42 @@ def read_series_matrix(path: str | Path) -> pd.DataFrame:
                 characteristics.append(_cells(line))
             else:
                 fields.setdefault(tag, _cells(line))
+    return fields, characteristics
+
+
+def _add_characteristics(table: pd.DataFrame, row: list[str], path: Path) -> None:
+    """One ``!Sample_characteristics_ch1`` line's ``"key: value"`` cells into ``table``."""
+    n = len(table)
+    for i, cell in enumerate(row[:n]):
+        if not cell:
+            continue
+        key, sep, value = cell.partition(":")
+        if not sep:
+            raise input_error(path, "!Sample_characteristics_ch1",
+                              f"expected 'key: value', found '{cell}'")
+        column = _column_key(key)
+        if column not in table:
+            table[column] = pd.Series([None] * n, dtype=object)
+        table.loc[i, column] = value.strip()
+
+
+def read_series_matrix(path: str | Path) -> pd.DataFrame:
+    """``!Sample_*`` header lines -> one row per sample (title, geo_accession, characteristics).
+
+    ``!Sample_characteristics_ch1`` repeats, one line per characteristic, each cell
+    ``"key: value"``; keys become lower-case column names (spaces -> ``_``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise input_error(path, None, "file not found")
+    fields, characteristics = _sample_lines(path)
     if "geo_accession" not in fields:
         raise input_error(path, "!Sample_geo_accession", "series-matrix header line missing")
     n = len(fields["geo_accession"])
     table = pd.DataFrame({"geo_accession": fields["geo_accession"]})
     table["title"] = fields.get("title", fields["geo_accession"])[:n]
     for row in characteristics:
-        for i, cell in enumerate(row[:n]):
-            if not cell:
-                continue
-            key, sep, value = cell.partition(":")
-            if not sep:
-                raise input_error(path, "!Sample_characteristics_ch1",
-                                  f"expected 'key: value', found '{cell}'")
-            column = re.sub(r"\s+", "_", key.strip().lower())
-            if column not in table:
-                table[column] = pd.Series([None] * n, dtype=object)
-            table.loc[i, column] = value.strip()
+        _add_characteristics(table, row, path)
     return table
 
 
@@ -179,6 +196,76 @@ def _mgmt(value: object) -> object:
     if text.startswith("methyl") or text in ("m", "positive", "pos"):
         return "methylated"
     return pd.NA
+
+
+def _count_matrix(frame: pd.DataFrame, path: Path,
+                  gene_column: str | None) -> tuple[pd.DataFrame, pd.Series]:
+    """Genes x samples counts and their gene IDs; text columns and unnamed genes dropped."""
+    lower = {str(c).strip().lower(): c for c in frame.columns}
+    if gene_column is None:
+        gene_column = next((lower[c] for c in SYMBOL_COLUMNS if c in lower), frame.columns[0])
+    elif gene_column not in frame.columns:
+        raise input_error(path, gene_column, "gene column missing")
+    text_columns = [c for c in frame.columns if c != gene_column
+                    and not pd.api.types.is_numeric_dtype(frame[c])
+                    and pd.to_numeric(frame[c], errors="coerce").isna().all()]
+    sample_columns = [c for c in frame.columns if c != gene_column and c not in text_columns]
+    if not sample_columns:
+        raise input_error(path, None, "no count columns found; expected genes x samples")
+    counts = to_numeric_frame(frame[sample_columns], path, "counts")
+    if (counts < 0).any().any():
+        column = counts.columns[(counts < 0).any()][0]
+        raise input_error(path, str(column), "expected non-negative counts")
+    genes = frame[gene_column].astype(str).str.strip()
+    named = frame[gene_column].notna() & (genes != "")
+    return counts[named].fillna(0.0), genes[named]
+
+
+def _match_samples(counts: pd.DataFrame, meta: pd.DataFrame, counts_path: Path,
+                   series_matrix_path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """Count columns renamed to sample IDs (by title or GSM accession), replicates summed."""
+    lookup = {normalise_sample_key(v): sid for col in ("title", "geo_accession")
+              for v, sid in zip(meta[col], meta["sample_id"], strict=True)}
+    matched = {c: lookup.get(normalise_sample_key(c)) for c in counts.columns}
+    if not any(matched.values()):
+        raise input_error(counts_path, "sample columns",
+                          f"no column matches a sample title or GSM accession of "
+                          f"{series_matrix_path} (e.g. '{counts.columns[0]}')")
+    notes = [f"count column '{c}' has no series-matrix sample; dropped"
+             for c, sid in matched.items() if sid is None]
+    counts = counts[[c for c, sid in matched.items() if sid]]
+    counts.columns = [matched[c] for c in counts.columns]
+    counts = counts.T.groupby(level=0, sort=False).sum().T  # technical replicate columns
+    return counts, notes
+
+
+def _add_mgmt(samples: pd.DataFrame, mgmt_key: str | None, path: Path) -> None:
+    """``mgmt_status`` from the given (or the first ``*mgmt*``) characteristic, if any."""
+    key = mgmt_key or next((c for c in samples.columns if "mgmt" in c), None)
+    if key is None:
+        return
+    key = _column_key(key)
+    if key not in samples:
+        raise input_error(path, key, "MGMT characteristic missing")
+    samples["mgmt_status"] = samples[key].map(_mgmt)
+
+
+def _response_rows(samples: pd.DataFrame, measure: str, characteristic: str, drug: str,
+                   path: Path) -> list[dict[str, object]]:
+    """One long-format response row per sample for one measure's characteristic."""
+    column = _column_key(characteristic)
+    if column not in samples:
+        raise input_error(path, characteristic,
+                          "characteristic not found in !Sample_characteristics_ch1")
+    rows = []
+    for sid, raw in samples[column].items():
+        try:
+            value = parse_number(raw)
+        except ValueError:
+            raise input_error(path, characteristic,
+                              f"expected a number, found '{raw}'") from None
+        rows.append({"sample_id": sid, "drug": drug, "measure": measure, "value": value})
+    return rows
 
 
 def read_geo(
@@ -200,40 +287,10 @@ def read_geo(
     ``y[keep, , keep.lib.sizes=FALSE]``, library sizes are recomputed over the kept genes.
     """
     counts_path, series_matrix_path = Path(counts_path), Path(series_matrix_path)
-    frame = read_table(counts_path)
-    lower = {str(c).strip().lower(): c for c in frame.columns}
-    if gene_column is None:
-        gene_column = next((lower[c] for c in SYMBOL_COLUMNS if c in lower), frame.columns[0])
-    elif gene_column not in frame.columns:
-        raise input_error(counts_path, gene_column, "gene column missing")
-    text_columns = [c for c in frame.columns if c != gene_column
-                    and not pd.api.types.is_numeric_dtype(frame[c])
-                    and pd.to_numeric(frame[c], errors="coerce").isna().all()]
-    sample_columns = [c for c in frame.columns if c != gene_column and c not in text_columns]
-    if not sample_columns:
-        raise input_error(counts_path, None, "no count columns found; expected genes x samples")
-    counts = to_numeric_frame(frame[sample_columns], counts_path, "counts")
-    if (counts < 0).any().any():
-        column = counts.columns[(counts < 0).any()][0]
-        raise input_error(counts_path, str(column), "expected non-negative counts")
-    genes = frame[gene_column].astype(str).str.strip()
-    named = frame[gene_column].notna() & (genes != "")
-    counts, genes = counts[named].fillna(0.0), genes[named]
-
+    counts, genes = _count_matrix(read_table(counts_path), counts_path, gene_column)
     meta = read_series_matrix(series_matrix_path)
     meta["sample_id"] = meta["title"].map(normalise_sample_key)
-    lookup = {normalise_sample_key(v): sid for col in ("title", "geo_accession")
-              for v, sid in zip(meta[col], meta["sample_id"], strict=True)}
-    matched = {c: lookup.get(normalise_sample_key(c)) for c in counts.columns}
-    if not any(matched.values()):
-        raise input_error(counts_path, "sample columns",
-                          f"no column matches a sample title or GSM accession of "
-                          f"{series_matrix_path} (e.g. '{counts.columns[0]}')")
-    notes = [f"count column '{c}' has no series-matrix sample; dropped"
-             for c, sid in matched.items() if sid is None]
-    counts = counts[[c for c, sid in matched.items() if sid]]
-    counts.columns = [matched[c] for c in counts.columns]
-    counts = counts.T.groupby(level=0, sort=False).sum().T  # technical replicate columns
+    counts, notes = _match_samples(counts, meta, counts_path, series_matrix_path)
     values = counts.to_numpy()
     keep = filter_by_expr(values, min_count=min_count, min_total_count=min_total_count)
     notes.append(f"filterByExpr kept {int(keep.sum())} of {len(keep)} genes")
@@ -248,25 +305,10 @@ def read_geo(
 
     samples = meta.set_index("sample_id")
     samples["tmm_factor"] = pd.Series(factors, index=counts.columns)
-    key = mgmt_key or next((c for c in samples.columns if "mgmt" in c), None)
-    if key is not None:
-        key = re.sub(r"\s+", "_", key.strip().lower())
-        if key not in samples:
-            raise input_error(series_matrix_path, key, "MGMT characteristic missing")
-        samples["mgmt_status"] = samples[key].map(_mgmt)
-    rows = []
-    for measure, characteristic in (responses or {}).items():
-        column = re.sub(r"\s+", "_", characteristic.strip().lower())
-        if column not in samples:
-            raise input_error(series_matrix_path, characteristic,
-                              "characteristic not found in !Sample_characteristics_ch1")
-        for sid, raw in samples[column].items():
-            try:
-                value = parse_number(raw)
-            except ValueError:
-                raise input_error(series_matrix_path, characteristic,
-                                  f"expected a number, found '{raw}'") from None
-            rows.append({"sample_id": sid, "drug": drug, "measure": measure, "value": value})
+    _add_mgmt(samples, mgmt_key, series_matrix_path)
+    rows = [row for measure, characteristic in (responses or {}).items()
+            for row in _response_rows(samples, measure, characteristic, drug,
+                                      series_matrix_path)]
     response = pd.DataFrame(rows, columns=["sample_id", "drug", "measure", "value"])
     response = response.dropna(subset=["value"]).assign(source=name)
     return DrugDataset(name=name, expression=expression, response=response, samples=samples,

@@ -134,6 +134,38 @@ class GeneAlignment:
         return {"policy": self.policy, "n_genes": self.n_genes, "per_dataset": self.per_dataset}
 
 
+def _shared_genes(datasets: Sequence[DrugDataset], reference: list[str]) -> list[str]:
+    """The ``reference`` genes every dataset has, in reference order; none shared is an error."""
+    present = set(reference)
+    for ds in datasets:
+        present &= set(ds.expression.columns)
+    target = [g for g in reference if g in present]
+    if not target:
+        names = ", ".join(ds.name for ds in datasets)
+        raise GliotlError(f"align_genes: field 'genes': datasets {names} share no gene "
+                          "symbol; expected gene symbols as expression columns")
+    return target
+
+
+def _align_one(ds: DrugDataset, target: list[str], policy: str,
+               fill_value: float) -> tuple[DrugDataset, dict[str, int]]:
+    """One dataset reindexed to ``target`` (missing genes filled under ``fill``) + its counts."""
+    have = set(ds.expression.columns)
+    kept = sum(1 for g in target if g in have)
+    expression = ds.expression.reindex(columns=target)
+    if policy == "fill":
+        expression = expression.fillna(
+            {g: fill_value for g in target if g not in have}
+        )
+    counts = {
+        "genes_in": int(ds.expression.shape[1]),
+        "kept": int(kept),
+        "filled": int(len(target) - kept) if policy == "fill" else 0,
+        "dropped": int(len(have - set(target))),
+    }
+    return replace(ds, expression=expression), counts
+
+
 def align_genes(
     datasets: Sequence[DrugDataset],
     policy: Literal["intersection", "fill"] = "intersection",
@@ -156,32 +188,10 @@ def align_genes(
         reference = list(dict.fromkeys(normalise_gene_symbol(g) for g in genes))
     else:
         reference = list(datasets[0].expression.columns)
-    if policy == "intersection":
-        present = set(reference)
-        for ds in datasets:
-            present &= set(ds.expression.columns)
-        target = [g for g in reference if g in present]
-        if not target:
-            names = ", ".join(ds.name for ds in datasets)
-            raise GliotlError(f"align_genes: field 'genes': datasets {names} share no gene "
-                              "symbol; expected gene symbols as expression columns")
-    else:
-        target = reference
+    target = _shared_genes(datasets, reference) if policy == "intersection" else reference
     aligned: list[DrugDataset] = []
     report: dict[str, dict[str, int]] = {}
     for ds in datasets:
-        have = set(ds.expression.columns)
-        kept = sum(1 for g in target if g in have)
-        expression = ds.expression.reindex(columns=target)
-        if policy == "fill":
-            expression = expression.fillna(
-                {g: fill_value for g in target if g not in have}
-            )
-        report[ds.name] = {
-            "genes_in": int(ds.expression.shape[1]),
-            "kept": int(kept),
-            "filled": int(len(target) - kept) if policy == "fill" else 0,
-            "dropped": int(len(have - set(target))),
-        }
-        aligned.append(replace(ds, expression=expression))
+        one, report[ds.name] = _align_one(ds, target, policy, fill_value)
+        aligned.append(one)
     return aligned, GeneAlignment(policy=policy, n_genes=len(target), per_dataset=report)

@@ -18,6 +18,7 @@ A source is given as a list of ``(weight, bias)`` pairs, lowest layer first (see
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import torch
@@ -133,6 +134,60 @@ def _copy_all(net: DrugResponseNet, src: SourceLayers) -> list[bool]:
     return copied
 
 
+def _freeze_first_k(policy: FreezeFirstKTransfer, net: DrugResponseNet,
+                    rules: list[LayerTraining], copied: list[bool]) -> None:
+    n_layers = len(net.layers)
+    if policy.k >= n_layers:
+        raise GliotlError(
+            f"transfer: field 'k' = {policy.k} would freeze every layer; "
+            f"expected 1..{n_layers - 1}"
+        )
+    for index in range(policy.k):
+        rules[index].frozen = True
+
+
+def _discriminative_lr(policy: DiscriminativeLRTransfer, net: DrugResponseNet,
+                       rules: list[LayerTraining], copied: list[bool]) -> None:
+    n_layers = len(net.layers)
+    for index in range(n_layers):
+        rules[index].lr_multiplier = policy.factor ** (n_layers - 1 - index)
+
+
+def _l2sp(policy: L2SPTransfer, net: DrugResponseNet, rules: list[LayerTraining],
+          copied: list[bool]) -> None:
+    for index, was_copied in enumerate(copied):
+        layer = net.layers[index]
+        if was_copied:
+            rules[index].anchor = (layer.weight.detach().clone(), layer.bias.detach().clone())
+            rules[index].anchor_alpha = policy.alpha
+        else:
+            rules[index].zero_l2 = policy.beta
+
+
+def _no_rules(policy: CopyAllTransfer, net: DrugResponseNet, rules: list[LayerTraining],
+              copied: list[bool]) -> None:
+    """Copy all: every layer trains as usual."""
+
+
+RuleSetter = Callable[[Any, DrugResponseNet, list[LayerTraining], list[bool]], None]
+# The per-layer rules of each copy-all policy, set after every layer has been copied.
+_RULE_SETTERS: dict[type, RuleSetter] = {
+    CopyAllTransfer: _no_rules,
+    FreezeFirstKTransfer: _freeze_first_k,
+    DiscriminativeLRTransfer: _discriminative_lr,
+    L2SPTransfer: _l2sp,
+}
+
+
+def _check_source_width(net: DrugResponseNet, src: SourceLayers) -> None:
+    """The source's first layer must read as many genes as the target network."""
+    if src and src[0][0].shape[1] != net.layers[0].in_features:
+        raise GliotlError(
+            f"transfer: the source network reads {src[0][0].shape[1]} genes, the target data has "
+            f"{net.layers[0].in_features}; harmonise both to the same gene list"
+        )
+
+
 def apply_policy(
     policy: Any, net: DrugResponseNet, src: SourceLayers, generator: torch.Generator
 ) -> list[LayerTraining]:
@@ -146,43 +201,18 @@ def apply_policy(
             "transfer: feature_extraction fits a linear head, not a network; "
             "use NetworkRegressor, which handles it"
         )
-    n_layers = len(net.layers)
     net.reset_parameters(generator)
-    if src and src[0][0].shape[1] != net.layers[0].in_features:
-        raise GliotlError(
-            f"transfer: the source network reads {src[0][0].shape[1]} genes, the target data has "
-            f"{net.layers[0].in_features}; harmonise both to the same gene list"
-        )
-    rules = [LayerTraining() for _ in range(n_layers)]
+    _check_source_width(net, src)
+    rules = [LayerTraining() for _ in range(len(net.layers))]
     if isinstance(policy, PaperTransfer):
         _copy(net, 0, src)
         return rules
     copied = _copy_all(net, src)
-    if isinstance(policy, CopyAllTransfer):
-        return rules
-    if isinstance(policy, FreezeFirstKTransfer):
-        if policy.k >= n_layers:
-            raise GliotlError(
-                f"transfer: field 'k' = {policy.k} would freeze every layer; "
-                f"expected 1..{n_layers - 1}"
-            )
-        for index in range(policy.k):
-            rules[index].frozen = True
-        return rules
-    if isinstance(policy, DiscriminativeLRTransfer):
-        for index in range(n_layers):
-            rules[index].lr_multiplier = policy.factor ** (n_layers - 1 - index)
-        return rules
-    if isinstance(policy, L2SPTransfer):
-        for index, was_copied in enumerate(copied):
-            layer = net.layers[index]
-            if was_copied:
-                rules[index].anchor = (layer.weight.detach().clone(), layer.bias.detach().clone())
-                rules[index].anchor_alpha = policy.alpha
-            else:
-                rules[index].zero_l2 = policy.beta
-        return rules
-    raise GliotlError(f"transfer: unknown policy {policy!r}")
+    setter = next((fn for kind, fn in _RULE_SETTERS.items() if isinstance(policy, kind)), None)
+    if setter is None:
+        raise GliotlError(f"transfer: unknown policy {policy!r}")
+    setter(policy, net, rules, copied)
+    return rules
 
 
 def source_layers(state: dict[str, Any]) -> SourceLayers:

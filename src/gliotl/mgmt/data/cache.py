@@ -13,6 +13,7 @@ import json
 import multiprocessing
 import os
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,27 +159,14 @@ class VolumeCache:
         args = (str(self.root), self.config.model_dump(mode="json"), self.content_hash, threads)
 
         bar, task_id = _progress(progress, len(tasks))
+
+        def done(outcome: tuple[str, str | None]) -> None:
+            self._record(report, on_error, outcome)
+            if bar:
+                bar.advance(task_id)
+
         try:
-            if workers == 1:
-                for row, mods in tasks:
-                    self._record(report, on_error, _fill_patient(row, mods, *args))
-                    if bar:
-                        bar.advance(task_id)
-            else:
-                ctx = multiprocessing.get_context("spawn")
-                with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-                    pending = {pool.submit(_fill_patient, row, mods, *args) for row, mods in tasks}
-                    try:
-                        while pending:
-                            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                            for future in done:
-                                self._record(report, on_error, future.result())
-                                if bar:
-                                    bar.advance(task_id)
-                    except BaseException:
-                        for future in pending:
-                            future.cancel()
-                        raise
+            _run_tasks(tasks, args, workers, done)
         finally:
             if bar:
                 bar.stop()
@@ -213,6 +201,30 @@ def _progress(enabled: bool, total: int) -> tuple[Any, Any]:
     )
     bar.start()
     return bar, bar.add_task("patients", total=total)
+
+
+def _run_tasks(tasks: list[tuple[dict[str, Any], list[str]]], args: tuple, workers: int,
+               done: Callable[[tuple[str, str | None]], None]) -> None:
+    """Fill each patient, here (one worker) or in a spawned process pool; ``done`` per outcome.
+
+    Anything raised, by a worker or by ``done``, cancels the patients not yet started.
+    """
+    if workers == 1:
+        for row, mods in tasks:
+            done(_fill_patient(row, mods, *args))
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        pending = {pool.submit(_fill_patient, row, mods, *args) for row, mods in tasks}
+        try:
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    done(future.result())
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
 
 
 def _fill_patient(

@@ -37,6 +37,7 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -259,6 +260,110 @@ def _write_patient(out: Path, patient_id: str, shape: tuple[int, int, int],
             future.result()
 
 
+def _check_arguments(n_patients: int, shape: tuple[int, ...], signal: float,
+                     fractions: dict[str, float]) -> tuple[int, int, int]:
+    """Refuse impossible cohort settings; returns the shape as three ints."""
+    if n_patients < 1:
+        raise GliotlError(f"--patients must be >= 1, got {n_patients}")
+    shape = tuple(int(n) for n in shape)
+    if len(shape) != 3 or min(shape) < 16:
+        raise GliotlError(f"shape must be three sizes >= 16 (x, y, z), got {shape}")
+    for name, value in fractions.items():
+        if not 0.0 <= value <= 1.0:
+            raise GliotlError(f"{name} must be in [0, 1], got {value}")
+    if fractions["indeterminate_fraction"] + fractions["not_available_fraction"] > 1.0:
+        raise GliotlError("indeterminate_fraction + not_available_fraction must be <= 1")
+    if signal < 0:
+        raise GliotlError(f"signal must be >= 0, got {signal}")
+    return shape
+
+
+def _draw_status(rng: np.random.Generator, n_patients: int, fractions: dict[str, float]
+                 ) -> list[str]:
+    """MGMT label per patient: exact counts per status, then a random assignment to patients."""
+    n_ind = int(round(n_patients * fractions["indeterminate_fraction"]))
+    n_na = int(round(n_patients * fractions["not_available_fraction"]))
+    n_lab = n_patients - n_ind - n_na
+    n_meth = int(round(n_lab * METHYLATED_FRACTION))
+    if n_lab >= 2:
+        n_meth = min(max(n_meth, 1), n_lab - 1)
+    status = (["Methylated"] * n_meth + ["Unmethylated"] * (n_lab - n_meth)
+              + ["Indeterminate"] * n_ind + ["Not Available"] * n_na)
+    return [status[i] for i in rng.permutation(n_patients)]
+
+
+def _draw_subset(rng: np.random.Generator, n_patients: int, fraction: float) -> set[int]:
+    """A random ``fraction`` of the patients (rounded)."""
+    return set(rng.permutation(n_patients)[: int(round(n_patients * fraction))])
+
+
+def _draw_followups(rng: np.random.Generator, n_patients: int, fraction: float) -> set[int]:
+    """Patients with a follow-up scan: at least one whenever ``fraction`` is not zero."""
+    n_follow = max(1, int(round(n_patients * fraction))) if fraction else 0
+    return set(rng.permutation(n_patients)[:n_follow])
+
+
+def _phenotype(prng: np.random.Generator, mgmt: str, signal: float) -> tuple[int, float, float]:
+    """Hidden label (random for unlabelled patients), necrotic fraction and enhancement."""
+    hidden = {"Methylated": 1, "Unmethylated": 0}.get(mgmt, int(prng.integers(2)))
+    sign = 1.0 if hidden == 1 else -1.0
+    necrotic = prng.normal(NECROSIS_MEAN - SHIFT_SD * signal * NECROSIS_SD * sign,
+                           NECROSIS_SD)
+    enhance = prng.normal(ENHANCE_MEAN + SHIFT_SD * signal * ENHANCE_SD * sign, ENHANCE_SD)
+    return hidden, float(np.clip(necrotic, 0.02, 0.9)), float(np.clip(enhance, 0.05, 2))
+
+
+def _clinical_row(prng: np.random.Generator, patient_id: str, mgmt: str) -> dict[str, object]:
+    """One row of the clinical table, in UPenn-GBM's columns."""
+    return {
+        "ID": patient_id,
+        "Gender": "M" if prng.random() < 0.6 else "F",
+        "Age_at_scan_years": round(float(prng.normal(63, 11)), 2),
+        "Survival_from_surgery_days_UPDATED": int(prng.integers(30, 1500)),
+        "Survival_Status": "Deceased" if prng.random() < 0.8 else "Alive",
+        "Survival_Censor": "",
+        "IDH1": "Wildtype",
+        "MGMT": mgmt,
+        "KPS": int(prng.choice([70, 80, 90, 100])),
+        "GTR_over90percent": "Y" if prng.random() < 0.5 else "N",
+        "PsP_TP_score": "",
+    }
+
+
+class _Plan(NamedTuple):
+    """What the cohort-level draws decided for every patient."""
+
+    status: list[str]
+    no_dti: set[int]
+    no_dsc: set[int]
+    expert: set[int]
+    followups: set[int]
+
+
+def _write_case(out: Path, index: int, seed: int, shape: tuple[int, int, int], signal: float,
+                template: dict, plan: _Plan) -> tuple[list[dict], list[dict]]:
+    """Write one patient's scans (pre-operative, maybe a follow-up); their truth, clinical rows."""
+    prng = np.random.default_rng([seed, 1, index])
+    mgmt = plan.status[index]
+    hidden, necrotic, enhance = _phenotype(prng, mgmt, signal)
+    has_dti, has_dsc, has_expert = (index not in plan.no_dti, index not in plan.no_dsc,
+                                    index in plan.expert)
+    base = f"UPENN-GBM-{index + 1:05d}"
+    scans = [(f"{base}_11", False)] + ([(f"{base}_21", True)] if index in plan.followups else [])
+    truth, clinical = [], []
+    for patient_id, is_followup in scans:
+        _write_patient(out, patient_id, shape, prng, template, necrotic, enhance,
+                       has_dti, has_dsc, has_expert)
+        truth.append({
+            "patient_id": patient_id, "MGMT": mgmt, "hidden_label": hidden,
+            "necrotic_fraction": necrotic, "enhancement": enhance,
+            "has_dti": has_dti, "has_dsc": has_dsc,
+            "has_expert_segm": has_expert, "followup": is_followup,
+        })
+        clinical.append(_clinical_row(prng, patient_id, mgmt))
+    return truth, clinical
+
+
 def make_phantom_cohort(
     out: str | Path,
     n_patients: int,
@@ -275,78 +380,30 @@ def make_phantom_cohort(
 ) -> pd.DataFrame:
     """Write a phantom UPenn-GBM cohort of ``n_patients`` pre-operative patients; returns the
     truth table (also written as ``phantom_truth.csv``). Deterministic for a given seed."""
-    if n_patients < 1:
-        raise GliotlError(f"--patients must be >= 1, got {n_patients}")
-    shape = tuple(int(n) for n in shape)
-    if len(shape) != 3 or min(shape) < 16:
-        raise GliotlError(f"shape must be three sizes >= 16 (x, y, z), got {shape}")
-    for name, value in [("missing_dti_fraction", missing_dti_fraction),
-                        ("missing_dsc_fraction", missing_dsc_fraction),
-                        ("indeterminate_fraction", indeterminate_fraction),
-                        ("not_available_fraction", not_available_fraction),
-                        ("followup_fraction", followup_fraction),
-                        ("expert_fraction", expert_fraction)]:
-        if not 0.0 <= value <= 1.0:
-            raise GliotlError(f"{name} must be in [0, 1], got {value}")
-    if indeterminate_fraction + not_available_fraction > 1.0:
-        raise GliotlError("indeterminate_fraction + not_available_fraction must be <= 1")
-    if signal < 0:
-        raise GliotlError(f"signal must be >= 0, got {signal}")
+    fractions = {"missing_dti_fraction": missing_dti_fraction,
+                 "missing_dsc_fraction": missing_dsc_fraction,
+                 "indeterminate_fraction": indeterminate_fraction,
+                 "not_available_fraction": not_available_fraction,
+                 "followup_fraction": followup_fraction,
+                 "expert_fraction": expert_fraction}
+    shape = _check_arguments(n_patients, shape, signal, fractions)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, 0])
-
-    # label status with exact counts, then a random assignment to patients
-    n_ind = int(round(n_patients * indeterminate_fraction))
-    n_na = int(round(n_patients * not_available_fraction))
-    n_lab = n_patients - n_ind - n_na
-    n_meth = int(round(n_lab * METHYLATED_FRACTION))
-    if n_lab >= 2:
-        n_meth = min(max(n_meth, 1), n_lab - 1)
-    status = (["Methylated"] * n_meth + ["Unmethylated"] * (n_lab - n_meth)
-              + ["Indeterminate"] * n_ind + ["Not Available"] * n_na)
-    status = [status[i] for i in rng.permutation(n_patients)]
-    no_dti = set(rng.permutation(n_patients)[: int(round(n_patients * missing_dti_fraction))])
-    no_dsc = set(rng.permutation(n_patients)[: int(round(n_patients * missing_dsc_fraction))])
-    expert = set(rng.permutation(n_patients)[: int(round(n_patients * expert_fraction))])
-    n_follow = max(1, int(round(n_patients * followup_fraction))) if followup_fraction else 0
-    followups = set(rng.permutation(n_patients)[:n_follow])
+    # one generator, drawn in this order: status, DTI, DSC, expert segmentation, follow-ups
+    status = _draw_status(rng, n_patients, fractions)
+    no_dti = _draw_subset(rng, n_patients, missing_dti_fraction)
+    no_dsc = _draw_subset(rng, n_patients, missing_dsc_fraction)
+    expert = _draw_subset(rng, n_patients, expert_fraction)
+    plan = _Plan(status, no_dti, no_dsc, expert,
+                 _draw_followups(rng, n_patients, followup_fraction))
 
     template = _template()
     truth, clinical = [], []
     for index in range(n_patients):
-        prng = np.random.default_rng([seed, 1, index])
-        mgmt = status[index]
-        hidden = {"Methylated": 1, "Unmethylated": 0}.get(mgmt, int(prng.integers(2)))
-        sign = 1.0 if hidden == 1 else -1.0
-        necrotic = prng.normal(NECROSIS_MEAN - SHIFT_SD * signal * NECROSIS_SD * sign,
-                               NECROSIS_SD)
-        enhance = prng.normal(ENHANCE_MEAN + SHIFT_SD * signal * ENHANCE_SD * sign, ENHANCE_SD)
-        necrotic, enhance = float(np.clip(necrotic, 0.02, 0.9)), float(np.clip(enhance, 0.05, 2))
-        base = f"UPENN-GBM-{index + 1:05d}"
-        scans = [(f"{base}_11", False)] + ([(f"{base}_21", True)] if index in followups else [])
-        for patient_id, is_followup in scans:
-            _write_patient(out, patient_id, shape, prng, template, necrotic, enhance,
-                           index not in no_dti, index not in no_dsc, index in expert)
-            truth.append({
-                "patient_id": patient_id, "MGMT": mgmt, "hidden_label": hidden,
-                "necrotic_fraction": necrotic, "enhancement": enhance,
-                "has_dti": index not in no_dti, "has_dsc": index not in no_dsc,
-                "has_expert_segm": index in expert, "followup": is_followup,
-            })
-            clinical.append({
-                "ID": patient_id,
-                "Gender": "M" if prng.random() < 0.6 else "F",
-                "Age_at_scan_years": round(float(prng.normal(63, 11)), 2),
-                "Survival_from_surgery_days_UPDATED": int(prng.integers(30, 1500)),
-                "Survival_Status": "Deceased" if prng.random() < 0.8 else "Alive",
-                "Survival_Censor": "",
-                "IDH1": "Wildtype",
-                "MGMT": mgmt,
-                "KPS": int(prng.choice([70, 80, 90, 100])),
-                "GTR_over90percent": "Y" if prng.random() < 0.5 else "N",
-                "PsP_TP_score": "",
-            })
+        rows, clinical_rows = _write_case(out, index, seed, shape, signal, template, plan)
+        truth += rows
+        clinical += clinical_rows
         if progress:
             print(f"phantom patient {index + 1}/{n_patients}", flush=True)
     truth_frame = pd.DataFrame(truth)

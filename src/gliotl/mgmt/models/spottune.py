@@ -91,6 +91,34 @@ class PolicyNet(nn.Module):
         return self.fc(h).view(-1, self.n_blocks, 2)
 
 
+def _check_mode(mode: str) -> None:
+    if mode not in ("adaptive", "global"):
+        raise GliotlError(
+            f"SpotTune: field 'mode': expected 'adaptive' or 'global', got {mode!r}"
+        )
+
+
+def _check_budget_and_temperature(budget: int | None, n_blocks: int, temperature: float,
+                                  final_temperature: float | None) -> None:
+    if budget is not None and not 0 <= budget <= n_blocks:
+        raise GliotlError(f"SpotTune: field 'budget': expected 0..{n_blocks}, got {budget}")
+    if temperature <= 0 or (final_temperature is not None and final_temperature <= 0):
+        raise GliotlError("SpotTune: field 'temperature': expected a positive number")
+
+
+def _tuned_copies(backbone: MedicalNetResNet, frozen: list[nn.Module],
+                  tune_stem: bool) -> nn.ModuleList:
+    """Trainable copies that start equal to the pretrained blocks; the originals freeze."""
+    tuned = nn.ModuleList(copy.deepcopy(block) for block in frozen)
+    tuned.requires_grad_(True)
+    for block in frozen:
+        block.requires_grad_(False)
+    for stem_part in (backbone.conv1, backbone.bn1):
+        stem_part.requires_grad_(tune_stem)
+    backbone.head.requires_grad_(True)
+    return tuned
+
+
 class SpotTune(nn.Module):
     """SpotTune wrapper: frozen + tuned copy of every residual block, routed by a policy.
 
@@ -117,18 +145,12 @@ class SpotTune(nn.Module):
         force_gate: str | None = None,
     ) -> None:
         super().__init__()
-        if mode not in ("adaptive", "global"):
-            raise GliotlError(
-                f"SpotTune: field 'mode': expected 'adaptive' or 'global', got {mode!r}"
-            )
+        _check_mode(mode)
         self.backbone = backbone
         frozen = [block for _, block in backbone.residual_blocks()]
         self.block_names = [name for name, _ in backbone.residual_blocks()]
         n_blocks = len(frozen)
-        if budget is not None and not 0 <= budget <= n_blocks:
-            raise GliotlError(f"SpotTune: field 'budget': expected 0..{n_blocks}, got {budget}")
-        if temperature <= 0 or (final_temperature is not None and final_temperature <= 0):
-            raise GliotlError("SpotTune: field 'temperature': expected a positive number")
+        _check_budget_and_temperature(budget, n_blocks, temperature, final_temperature)
         self.mode = mode
         self.budget = budget
         self.budget_weight = budget_weight
@@ -137,34 +159,27 @@ class SpotTune(nn.Module):
         self.anneal_steps = int(anneal_steps)
         self.tune_stem = tune_stem
         self.force_gate = force_gate
-
-        # The trainable copies start equal to the pretrained blocks; the originals freeze.
-        self.tuned_blocks = nn.ModuleList(copy.deepcopy(block) for block in frozen)
-        self.tuned_blocks.requires_grad_(True)
-        for block in frozen:
-            block.requires_grad_(False)
-        for stem_part in (backbone.conv1, backbone.bn1):
-            stem_part.requires_grad_(tune_stem)
-        backbone.head.requires_grad_(True)
-
-        if mode == "adaptive":
-            if policy is None:
-                policy = PolicyNet(backbone.in_channels, n_blocks)
-            self.policy = policy
-            self.global_logits = None
-        else:
-            if policy is not None:
-                raise GliotlError(
-                    "SpotTune: field 'policy': a policy network needs mode='adaptive'"
-                )
-            self.policy = None
-            # Zero logits: equal odds in training; argmax ties resolve to the frozen copy.
-            self.global_logits = nn.Parameter(torch.zeros(n_blocks, 2))
+        self.tuned_blocks = _tuned_copies(backbone, frozen, tune_stem)
+        self._init_routing(policy, n_blocks)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.register_buffer("_usage_tuned", torch.zeros(n_blocks, dtype=torch.long), False)
         self.register_buffer("_usage_seen", torch.zeros((), dtype=torch.long), False)
         self._last_probs: torch.Tensor | None = None
         self.train(backbone.training)
+
+    def _init_routing(self, policy: nn.Module | None, n_blocks: int) -> None:
+        """A policy network (adaptive) or one learnt pair of logits per block (global)."""
+        if self.mode == "adaptive":
+            self.policy = policy if policy is not None else PolicyNet(
+                self.backbone.in_channels, n_blocks
+            )
+            self.global_logits = None
+            return
+        if policy is not None:
+            raise GliotlError("SpotTune: field 'policy': a policy network needs mode='adaptive'")
+        self.policy = None
+        # Zero logits: equal odds in training; argmax ties resolve to the frozen copy.
+        self.global_logits = nn.Parameter(torch.zeros(n_blocks, 2))
 
     # -- configuration -----------------------------------------------------------------------
     @property
