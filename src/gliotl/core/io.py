@@ -6,6 +6,7 @@ An interrupted process therefore leaves either the old file or the new one, neve
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -52,22 +53,31 @@ def copy_file(source: str | Path, dest: str | Path) -> Path:
     return write_bytes(dest, Path(source).read_bytes())
 
 
-def _json_default(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
+    """``obj`` with plain JSON types only, so that files are strict JSON that any parser reads:
+    NaN / inf become null, numpy scalars and arrays become Python numbers and lists, paths
+    become strings; containers are converted recursively (tuples become lists)."""
     import numpy as np
 
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
+    if isinstance(obj, dict):
+        return {json_safe(key) if isinstance(key, np.generic) else key: json_safe(value)
+                for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(value) for value in obj]
     if isinstance(obj, np.ndarray):
-        return obj.tolist()
+        return json_safe(obj.tolist())
+    if isinstance(obj, np.generic):
+        return json_safe(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
     if isinstance(obj, Path):
         return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+    return obj
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n")
+    """Write ``json_safe(obj)`` atomically; anything else unknown to JSON is a TypeError."""
+    return write_text(path, json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
 
 
 def write_yaml(path: str | Path, obj: Any) -> Path:
@@ -158,6 +168,7 @@ __all__ = [
     "GliotlError",
     "atomic_path",
     "copy_file",
+    "json_safe",
     "load_torch",
     "read_json",
     "read_table",

@@ -24,7 +24,7 @@ from gliotl.drug.data.harmonise import (
     normalise_sample_key,
 )
 from gliotl.drug.data.hgcc import read_hgcc
-from gliotl.drug.data.loaders import load_dataset
+from gliotl.drug.data.loaders import TableSpec, load_dataset
 from gliotl.drug.data.pypi import build_gdsc_pypi_cache, load_gdsc_pypi
 from gliotl.drug.data.table import read_table_dataset
 from gliotl.errors import GliotlError
@@ -168,8 +168,10 @@ def test_table_dataset_and_yaml_spec(tmp_path):
     assert ds.samples.loc["s2", "mgmt_status"] == "U"
     with pytest.raises(GliotlError, match="field 'value_colums': unknown config key"):
         load_dataset({**spec, "value_colums": {}}, base_dir=tmp_path)
-    direct = read_table_dataset(tmp_path / "expr.parquet", tmp_path / "resp.tsv", "cell",
-                                drug="TMZ", value_columns={"AUC": "auc"})
+    direct = read_table_dataset(TableSpec(
+        kind="table", expression_path=tmp_path / "expr.parquet",
+        response_path=tmp_path / "resp.tsv", sample_column="cell", drug="TMZ",
+        value_columns={"AUC": "auc"}))
     assert direct.drugs() == ["TMZ"]
 
 

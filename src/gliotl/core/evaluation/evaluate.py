@@ -19,7 +19,6 @@ How the levels are built:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +39,7 @@ from gliotl.core.evaluation.metrics import (
     regression_metrics,
 )
 from gliotl.core.evaluation.stats import delong_test, paired_wilcoxon
-from gliotl.core.io import require_columns
+from gliotl.core.io import json_safe, require_columns
 from gliotl.errors import GliotlError, input_error
 
 PREDICTION_COLUMNS = ["method", "sample_id", "repeat", "fold", "role", "y_true", "y_pred"]
@@ -89,16 +88,8 @@ class Evaluation:
         }
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return [{str(k): _plain(v) for k, v in row.items()} for row in frame.to_dict("records")]
+    return [{str(k): json_safe(v) for k, v in row.items()} for row in frame.to_dict("records")]
 
 
 # --------------------------------------------------------------------------------------------

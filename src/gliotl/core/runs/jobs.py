@@ -146,6 +146,118 @@ def _attempt_in_worker(job: Job, job_dir: str, retries: int, threads: int):
     return result, attempts
 
 
+class _Scheduler:
+    """Which job runs next in a process pool, and how its attempts are counted.
+
+    A killed worker breaks the whole pool, failing every job then in flight. Only a crash with
+    one job in flight is charged to that job; the others become *suspects*, rerun one at a time
+    (alone in the pool) to find the culprit.
+    """
+
+    def __init__(self, jobs: list[Job], workers: int, retries: int):
+        self.todo = list(jobs)
+        self.suspects: list[Job] = []
+        self.workers = workers
+        self.retries = retries
+        self.charged = {job.job_id: 0 for job in jobs}  # attempts counted against `retries`
+        self.started = dict(self.charged)  # attempts actually run, as reported
+
+    def pending(self) -> bool:
+        return bool(self.todo or self.suspects)
+
+    def next_job(self, n_running: int, alone: bool) -> Job | None:
+        """The job to submit now, or None while the pool must be waited on first."""
+        if alone:
+            return None
+        if self.suspects:
+            return self.suspects[0] if n_running == 0 else None
+        if self.todo and n_running < self.workers:
+            return self.todo[0]
+        return None
+
+    def retries_left(self, job: Job) -> int:
+        return self.retries - self.charged[job.job_id]
+
+    def submitted(self, job: Job) -> bool:
+        """Take ``job`` (the one ``next_job`` gave) off its queue; True when it runs alone."""
+        queue = self.suspects if self.suspects else self.todo
+        queue.pop(0)
+        self.charged[job.job_id] += 1
+        self.started[job.job_id] += 1
+        return queue is self.suspects
+
+    def crashed(self, job: Job, in_flight: int) -> bool:
+        """A worker died while ``job`` ran with ``in_flight`` jobs; True if it is requeued."""
+        if in_flight > 1:
+            self.charged[job.job_id] -= 1  # not known to be the culprit
+        if in_flight > 1 or self.charged[job.job_id] <= self.retries:
+            self.suspects.append(job)
+            return True
+        return False
+
+    def attempts(self, job: Job, in_last_run: int = 1) -> int:
+        """Attempts to report: those of earlier (crashed) runs plus ``in_last_run``."""
+        return in_last_run + self.started[job.job_id] - 1
+
+
+Outcome = tuple[Job, dict[str, Any] | BaseException, int]
+
+
+class _PoolRound:
+    """The life of one process pool: submit, wait, collect, until the work is done or a dead
+    worker broke the pool (then :class:`LocalExecutor` starts another)."""
+
+    def __init__(self, pool: ProcessPoolExecutor, scheduler: _Scheduler, run: RunDir,
+                 threads: int):
+        self.pool, self.scheduler, self.run_dir, self.threads = pool, scheduler, run, threads
+        self.futures: dict[Future, Job] = {}
+        self.alone = False  # a suspect is running; nothing joins it
+        self.broken = False
+        self.in_flight = 0  # jobs in the pool right after the latest submission
+
+    def outcomes(self) -> Iterator[Outcome]:
+        while self.futures or (not self.broken and self.scheduler.pending()):
+            self._submit_ready()
+            done, _ = wait(self.futures, return_when=FIRST_COMPLETED)
+            for future in done:
+                outcome = self._collect(future)
+                if outcome is not None:
+                    yield outcome
+
+    def _submit_ready(self) -> None:
+        while not self.broken:
+            job = self.scheduler.next_job(len(self.futures), self.alone)
+            if job is None:
+                return
+            args = (job, str(self.run_dir.job_dir(job.job_id)), self.scheduler.retries_left(job),
+                    self.threads)
+            try:
+                future = self.pool.submit(_attempt_in_worker, *args)
+            except BrokenProcessPool:  # a worker died since the last wait()
+                self.broken = True  # `job` stays queued; it never started
+                return
+            self.alone = self.scheduler.submitted(job)
+            self.futures[future] = job
+            self.in_flight = len(self.futures)
+
+    def _collect(self, future: Future) -> Outcome | None:
+        """The finished job's outcome; None when a crash requeued it."""
+        job = self.futures.pop(future)
+        self.alone = False
+        try:
+            result, tries = future.result()
+        except BrokenProcessPool as exc:  # a worker process died
+            self.broken = True
+            if self.scheduler.crashed(job, self.in_flight):
+                return None
+            return job, exc, self.scheduler.attempts(job)
+        except GliotlError:
+            raise
+        except Exception as exc:  # e.g. a result that cannot be pickled
+            return job, exc, self.scheduler.attempts(job)
+        return job, result, self.scheduler.attempts(job, tries)
+
+
 class LocalExecutor:
     """Sequential in this process (workers=1) or a spawn-based process pool."""
 
@@ -154,7 +266,7 @@ class LocalExecutor:
             raise GliotlError(f"--workers: expected a positive integer, got {workers}")
         self.workers = workers
 
-    def run(self, jobs, run, retries):
+    def run(self, jobs: list[Job], run: RunDir, retries: int) -> Iterator[Outcome]:
         if self.workers == 1:
             for job in jobs:
                 result, attempts = _attempt(job, run.job_dir(job.job_id), retries)
@@ -163,58 +275,10 @@ class LocalExecutor:
         import os
 
         threads = max(1, (os.cpu_count() or 1) // self.workers)
-        todo = list(jobs)
-        # A killed worker breaks the whole pool, failing every job then in flight. Only a crash
-        # with one job in flight is charged to it; the others are rerun alone to find the culprit.
-        suspects: list[Job] = []
-        charged = {job.job_id: 0 for job in jobs}  # attempts counted against `retries`
-        started = dict(charged)  # attempts actually run, as reported
-        while todo or suspects:
+        scheduler = _Scheduler(list(jobs), self.workers, retries)
+        while scheduler.pending():
             with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn")) as pool:
-                futures: dict[Future, Job] = {}
-                alone = broken = False
-                in_flight = 0
-                while futures or (not broken and (todo or suspects)):
-                    while not broken and not alone and (todo or suspects):
-                        if suspects and futures:
-                            break
-                        if not suspects and len(futures) >= self.workers:
-                            break
-                        queue = suspects if suspects else todo
-                        job = queue[0]
-                        left = retries - charged[job.job_id]
-                        args = (job, str(run.job_dir(job.job_id)), left, threads)
-                        try:
-                            future = pool.submit(_attempt_in_worker, *args)
-                        except BrokenProcessPool:  # a worker died since the last wait()
-                            broken = True  # `job` stays queued; it never started
-                            break
-                        queue.pop(0)
-                        alone = queue is suspects
-                        charged[job.job_id] += 1
-                        started[job.job_id] += 1
-                        futures[future] = job
-                        in_flight = len(futures)
-                    done, _ = wait(futures, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        job = futures.pop(future)
-                        alone = False
-                        try:
-                            result, tries = future.result()
-                            tries += started[job.job_id] - 1
-                        except BrokenProcessPool as exc:  # a worker process died
-                            broken = True
-                            if in_flight > 1:
-                                charged[job.job_id] -= 1
-                            if in_flight > 1 or charged[job.job_id] <= retries:
-                                suspects.append(job)
-                                continue
-                            result, tries = exc, started[job.job_id]
-                        except GliotlError:
-                            raise
-                        except Exception as exc:  # e.g. a result that cannot be pickled
-                            result, tries = exc, started[job.job_id]
-                        yield job, result, tries
+                yield from _PoolRound(pool, scheduler, run, threads).outcomes()
 
 
 def make_executor(name: str = "local", workers: int = 1, **options: Any) -> Executor:

@@ -12,15 +12,10 @@ data_app = typer.Typer(
 
 
 def _print_frame(console, frame, title: str) -> None:
-    from rich.table import Table
+    from gliotl.core.reporting.console import TableStyle, print_frame
 
-    table = Table(title=title, title_justify="left")
-    for column in frame.columns:
-        table.add_column(str(column), justify="right" if frame[column].dtype.kind in "if" else
-                         "left")
-    for row in frame.itertuples(index=False):
-        table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
-    console.print(table)
+    print_frame(frame, title, console, TableStyle(float_format=".4g", align_numbers=True,
+                                                  title_justify="left"))
 
 
 @data_app.command("fetch")

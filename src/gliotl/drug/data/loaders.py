@@ -155,9 +155,6 @@ def load_dataset(spec: Any, base_dir: str | Path | None = None) -> DrugDataset:
         return dataset
     from gliotl.drug.data.table import read_table_dataset
 
-    return read_table_dataset(
-        r(spec.expression_path), r(spec.response_path), spec.sample_column,
-        spec.expression_orientation, spec.expression_id_column, spec.drug_column, spec.drug,
-        spec.measure_column, spec.value_column, spec.value_columns, r(spec.samples_path),
-        spec.samples_id_column, spec.annotations, spec.normalise_keys, spec.name,
-    )
+    resolved = {field: r(getattr(spec, field))
+                for field in ("expression_path", "response_path", "samples_path")}
+    return read_table_dataset(spec.model_copy(update=resolved))

@@ -30,6 +30,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from gliotl.core.config import StrictModel
+from gliotl.core.device import resolve_device
 
 ActivationName = Literal["sigmoid", "softplus", "relu", "tanh", "elu", "gelu", "linear"]
 
@@ -162,12 +163,6 @@ def regulariser_values(net: DrugResponseNet, first_activation: torch.Tensor) -> 
     return {"l2_weight_first": l2, "l1_activity_first": l1}
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 # -- training -----------------------------------------------------------------------------------
 @dataclass
 class LayerTraining:
@@ -220,36 +215,165 @@ def _make_optimizer(
     (parameter, coefficient) that cannot be folded into the optimiser's own weight decay."""
     groups: list[dict] = []
     manual_l2: list[tuple[torch.Tensor, float]] = []
-    coupled = train.optimizer in ("adam", "sgd")  # their weight_decay adds wd * W to the grad
     for index, (layer, rule) in enumerate(zip(net.layers, rules, strict=True)):
         layer.weight.requires_grad_(not rule.frozen)
         layer.bias.requires_grad_(not rule.frozen)
-        if rule.frozen:
-            continue
-        # d/dW of c * sum(W^2) is 2c W.
-        zero_pull = rule.zero_l2 + (net.config.l2_weight_first if index == 0 else 0.0)
-        if rule.anchor is not None:
-            zero_pull = rule.zero_l2  # L2-SP replaces decay towards zero on transferred layers
-        lr = train.lr * rule.lr_multiplier
-        if coupled:
-            groups.append({"params": [layer.weight], "lr": lr,
-                           "weight_decay": train.weight_decay + 2.0 * zero_pull})
-            groups.append({"params": [layer.bias], "lr": lr, "weight_decay": train.weight_decay})
-        else:
-            groups.append({"params": [layer.weight, layer.bias], "lr": lr})
-            if zero_pull > 0:
-                manual_l2.append((layer.weight, 2.0 * zero_pull))
+        if not rule.frozen:
+            first_l2 = net.config.l2_weight_first if index == 0 else 0.0
+            _add_layer_groups(layer, rule, first_l2, train, groups, manual_l2)
     if not groups:
         return None, manual_l2
+    return _build_optimizer(groups, train, device), manual_l2
+
+
+def _add_layer_groups(
+    layer: nn.Linear, rule: LayerTraining, first_l2: float, train: TrainConfig,
+    groups: list[dict], manual_l2: list[tuple[torch.Tensor, float]],
+) -> None:
+    """One trainable layer's parameter groups; its L2 towards zero goes into the optimiser's
+    weight decay where that decay is coupled (adam, sgd add ``wd * W`` to the gradient)."""
+    # d/dW of c * sum(W^2) is 2c W. L2-SP replaces decay towards zero on transferred layers.
+    zero_pull = rule.zero_l2 if rule.anchor is not None else rule.zero_l2 + first_l2
+    lr = train.lr * rule.lr_multiplier
+    if train.optimizer in ("adam", "sgd"):
+        groups.append({"params": [layer.weight], "lr": lr,
+                       "weight_decay": train.weight_decay + 2.0 * zero_pull})
+        groups.append({"params": [layer.bias], "lr": lr, "weight_decay": train.weight_decay})
+        return
+    groups.append({"params": [layer.weight, layer.bias], "lr": lr})
+    if zero_pull > 0:
+        manual_l2.append((layer.weight, 2.0 * zero_pull))
+
+
+def _build_optimizer(groups: list[dict], train: TrainConfig,
+                     device: torch.device) -> torch.optim.Optimizer:
     fused = device.type in ("cpu", "cuda")
     if train.optimizer == "adam":
-        opt = torch.optim.Adam(groups, lr=train.lr, eps=1e-7, fused=fused)
-    elif train.optimizer == "adamw":
-        opt = torch.optim.AdamW(groups, lr=train.lr, eps=1e-7, weight_decay=train.weight_decay,
-                                fused=fused)
-    else:
-        opt = torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum, fused=fused)
-    return opt, manual_l2
+        return torch.optim.Adam(groups, lr=train.lr, eps=1e-7, fused=fused)
+    if train.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=train.lr, eps=1e-7, weight_decay=train.weight_decay,
+                                 fused=fused)
+    return torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum, fused=fused)
+
+
+def _split_validation(
+    n: int, train: TrainConfig, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Training and validation row indices; the validation set exists only for early stopping
+    and is the first draw from ``gen``."""
+    if train.patience is None:
+        return torch.arange(n), None
+    perm = torch.randperm(n, generator=gen)
+    n_val = max(1, int(round(train.validation_fraction * n)))
+    if n - n_val < 1:
+        raise ValueError("too few samples to carve out a validation set for early stopping")
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+@dataclass
+class _Rows:
+    """The tensors of one subset of rows (``mask`` marks observed responses, multi-task)."""
+
+    X: torch.Tensor
+    y: torch.Tensor
+    mask: torch.Tensor | None
+
+    @classmethod
+    def take(cls, X: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> _Rows:
+        idx = idx.to(X.device)
+        mask = ~torch.isnan(y) if y.dim() == 2 else None
+        return cls(X[idx], y[idx], mask[idx] if mask is not None else None)
+
+
+@dataclass
+class _Penalties:
+    """The loss and gradient terms beyond MSE: Keras' activity L1 on the first layer (in the
+    loss), and the L2 pulls applied to gradients in place (towards zero where the optimiser
+    cannot fold them into its decay, and L2-SP towards source weights)."""
+
+    l1: float  # 0.0: off
+    manual_l2: list[tuple[torch.Tensor, float]]
+    anchors: list[tuple[nn.Linear, tuple[torch.Tensor, torch.Tensor], float]]
+
+    @classmethod
+    def build(cls, net: DrugResponseNet, rules: Sequence[LayerTraining],
+              manual_l2: list[tuple[torch.Tensor, float]]) -> _Penalties:
+        anchors = [
+            (layer, rule.anchor, 2.0 * rule.anchor_alpha)
+            for layer, rule in zip(net.layers, rules, strict=True)
+            if rule.anchor is not None and not rule.frozen and rule.anchor_alpha > 0
+        ]
+        l1 = net.config.l1_activity_first
+        active = l1 > 0 and any(not r.frozen for r in rules)
+        return cls(l1 if active else 0.0, manual_l2, anchors)
+
+    def add_to_loss(self, loss: torch.Tensor, net: DrugResponseNet) -> torch.Tensor:
+        if not self.l1:
+            return loss
+        act = net.last_first_activation
+        return loss + self.l1 * act.abs().sum() / act.shape[0]
+
+    @torch.no_grad()
+    def add_to_grads(self) -> None:
+        for param, coef in self.manual_l2:
+            param.grad.add_(param, alpha=coef)
+        for layer, (w_src, b_src), coef in self.anchors:
+            layer.weight.grad.add_(layer.weight - w_src, alpha=coef)
+            layer.bias.grad.add_(layer.bias - b_src, alpha=coef)
+
+
+@dataclass
+class _EarlyStopping:
+    """Keeps the best validation loss and a copy of the weights that reached it."""
+
+    patience: int
+    best_val: float = math.inf
+    waited: int = 0
+    best_epoch: int | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+
+    def should_stop(self, val_loss: float, epoch: int, net: nn.Module) -> bool:
+        if val_loss < self.best_val - 1e-12:
+            self.best_val, self.waited, self.best_epoch = val_loss, 0, epoch
+            self.best_state = copy.deepcopy(net.state_dict())
+            return False
+        self.waited += 1
+        return self.waited >= self.patience
+
+
+def _run_epoch(net: DrugResponseNet, rows: _Rows, order: torch.Tensor, batch_size: int,
+               opt: torch.optim.Optimizer | None, penalties: _Penalties) -> float:
+    """One pass over ``rows`` in ``order``; returns the mean training loss."""
+    net.train()
+    n = rows.X.shape[0]
+    total = torch.zeros((), device=rows.X.device)
+    for begin in range(0, n, batch_size):
+        idx = order[begin : begin + batch_size]
+        pred = net(rows.X[idx])
+        mask = rows.mask[idx] if rows.mask is not None else None
+        loss = penalties.add_to_loss(_masked_mse(pred, rows.y[idx], mask), net)
+        if opt is not None:
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            penalties.add_to_grads()
+            opt.step()
+        total += loss.detach() * idx.shape[0]
+    return float(total) / n
+
+
+def _restore_requires_grad(net: DrugResponseNet, rules: Sequence[LayerTraining]) -> None:
+    """Leave trainable layers with gradients on and frozen ones off, as after a transfer."""
+    for layer, rule in zip(net.layers, rules, strict=True):
+        layer.weight.requires_grad_(not rule.frozen)
+        layer.bias.requires_grad_(not rule.frozen)
+
+
+def _validate(net: DrugResponseNet, val: _Rows, epoch: int, stopper: _EarlyStopping,
+              result: TrainResult) -> bool:
+    """Record the validation loss; True when early stopping says to stop."""
+    val_loss = _eval_loss(net, val.X, val.y)
+    result.val_loss_history.append(val_loss)
+    return stopper.should_stop(val_loss, epoch, net)
 
 
 def train_network(
@@ -264,99 +388,41 @@ def train_network(
     """Minimise MSE (+ Keras regularisers, + transfer penalties) with mini-batches.
 
     ``y`` may be 2-D with NaNs (multi-task): missing responses are masked out of the loss.
-    Randomness (shuffling, dropout, the validation carve-out) comes only from ``seed``.
+    Randomness (the validation carve-out, then shuffling and dropout) comes only from ``seed``.
     """
     device = X.device
     rules = list(rules) if rules is not None else [LayerTraining() for _ in net.layers]
     if len(rules) != len(net.layers):
         raise ValueError("one LayerTraining rule per Dense layer is required")
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    n = X.shape[0]
-    multitask = y.dim() == 2
-    mask_all = ~torch.isnan(y) if multitask else None
-
-    train_idx = torch.arange(n)
-    val_idx: torch.Tensor | None = None
-    if train.patience is not None:
-        perm = torch.randperm(n, generator=gen)
-        n_val = max(1, int(round(train.validation_fraction * n)))
-        if n - n_val < 1:
-            raise ValueError("too few samples to carve out a validation set for early stopping")
-        val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
-    X_tr, y_tr = X[train_idx.to(device)], y[train_idx.to(device)]
-    m_tr = mask_all[train_idx.to(device)] if mask_all is not None else None
-    n_tr = X_tr.shape[0]
-
+    train_idx, val_idx = _split_validation(X.shape[0], train, gen)
+    rows = _Rows.take(X, y, train_idx)
+    val = _Rows.take(X, y, val_idx) if val_idx is not None else None
     opt, manual_l2 = _make_optimizer(net, rules, train, device)
-    anchors = [
-        (layer, rule.anchor, 2.0 * rule.anchor_alpha)
-        for layer, rule in zip(net.layers, rules, strict=True)
-        if rule.anchor is not None and not rule.frozen and rule.anchor_alpha > 0
-    ]
-    l1 = net.config.l1_activity_first
-    first_trainable_l1 = l1 > 0 and any(not r.frozen for r in rules)
+    penalties = _Penalties.build(net, rules, manual_l2)
+    stopper = _EarlyStopping(train.patience) if train.patience is not None else None
     result = TrainResult()
-    flops_per_sample = useful_flops_per_sample(net, rules)
-    best_state: dict[str, torch.Tensor] | None = None
-    best_val = math.inf
-    waited = 0
-    bs = train.batch_size
     start = time.perf_counter()
     torch_seed = int(torch.randint(0, 2**62, (1,), generator=gen))
     devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(torch_seed)  # dropout masks; isolated from the caller's RNG state
         for epoch in range(train.epochs):
-            net.train()
-            order = torch.randperm(n_tr, generator=gen).to(device)
-            total = torch.zeros((), device=device)
-            for begin in range(0, n_tr, bs):
-                idx = order[begin : begin + bs]
-                xb = X_tr[idx]
-                pred = net(xb)
-                loss = _masked_mse(pred, y_tr[idx], m_tr[idx] if m_tr is not None else None)
-                if first_trainable_l1:
-                    act = net.last_first_activation
-                    loss = loss + l1 * act.abs().sum() / act.shape[0]
-                if opt is None:
-                    total += loss.detach() * idx.shape[0]
-                    continue
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                with torch.no_grad():
-                    for param, coef in manual_l2:
-                        param.grad.add_(param, alpha=coef)
-                    for layer, (w_src, b_src), coef in anchors:
-                        layer.weight.grad.add_(layer.weight - w_src, alpha=coef)
-                        layer.bias.grad.add_(layer.bias - b_src, alpha=coef)
-                opt.step()
-                total += loss.detach() * idx.shape[0]
-            result.loss_history.append(float(total) / n_tr)
-            result.samples_seen += n_tr
-            if val_idx is not None:
-                val_loss = _eval_loss(net, X[val_idx.to(device)], y[val_idx.to(device)])
-                result.val_loss_history.append(val_loss)
-                if val_loss < best_val - 1e-12:
-                    best_val, waited, result.best_epoch = val_loss, 0, epoch
-                    best_state = copy.deepcopy(net.state_dict())
-                else:
-                    waited += 1
-                    if waited >= train.patience:
-                        break
+            order = torch.randperm(rows.X.shape[0], generator=gen).to(device)
+            result.loss_history.append(_run_epoch(net, rows, order, train.batch_size, opt,
+                                                  penalties))
+            result.samples_seen += rows.X.shape[0]
+            if val is not None and _validate(net, val, epoch, stopper, result):
+                break
             if verbose:
                 print(f"epoch {epoch + 1}/{train.epochs} loss {result.loss_history[-1]:.5f}")
-    if best_state is not None:
-        net.load_state_dict(best_state)
+    if stopper is not None and stopper.best_state is not None:
+        net.load_state_dict(stopper.best_state)
+        result.best_epoch = stopper.best_epoch
     net.eval()
-    for layer in net.layers:
-        layer.weight.requires_grad_(True)
-        layer.bias.requires_grad_(True)
-    for layer, rule in zip(net.layers, rules, strict=True):
-        if rule.frozen:
-            layer.weight.requires_grad_(False)
-            layer.bias.requires_grad_(False)
+    _restore_requires_grad(net, rules)
     result.seconds = time.perf_counter() - start
-    result.useful_flops = flops_per_sample * result.samples_seen
+    result.useful_flops = useful_flops_per_sample(net, rules) * result.samples_seen
     return result
 
 

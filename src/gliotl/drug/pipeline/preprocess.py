@@ -1,23 +1,40 @@
 """In-fold preprocessing of one step: expression scaler + response transform, with JSON state.
 
-Fitted on a training fold only, applied unchanged to its test fold, and saved as plain JSON next
-to a final model so that ``gliotl drug predict`` needs no pickle.
+A thin composition of the scikit-learn style transforms in :mod:`gliotl.drug.data.transforms`
+(``ExpressionScaler``; ``ResponseMinMax`` or ``LogTransform``): fitted on a training fold only,
+applied unchanged to its test fold, and saved as plain JSON next to a final model so that
+``gliotl drug predict`` needs no pickle.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from gliotl.core.io import write_json
-from gliotl.drug.data.transforms import ExpressionScaler, ResponseMinMax
+from gliotl.drug.data.transforms import ExpressionScaler, LogTransform, ResponseMinMax
+from gliotl.errors import GliotlError, input_error
+
+_WHERE = "step preprocessing"
+_RESPONSES = ("minmax", "none", "log")
+
+
+def _response_transform(kind: str) -> ResponseMinMax | LogTransform | None:
+    """The response transform for a step's ``response`` field (None: the raw response)."""
+    if kind not in _RESPONSES:
+        raise input_error(_WHERE, "response", f"expected one of {', '.join(_RESPONSES)}, got "
+                          f"'{kind}'")
+    if kind == "minmax":
+        return ResponseMinMax(low=0.0, high=10.0)  # the paper's 0-10
+    return LogTransform() if kind == "log" else None
 
 
 class StepPreprocessor:
-    """Scale expression per gene and min-max the response (the paper's 0-10), training data only."""
+    """Scale expression per gene and transform the response, with training data only."""
 
     def __init__(self, scaler: str = "standard", response: str = "minmax"):
         self.scaler = scaler
@@ -25,59 +42,67 @@ class StepPreprocessor:
 
     def fit(self, X: pd.DataFrame, y: pd.Series) -> StepPreprocessor:
         self.genes_ = list(map(str, X.columns))
-        values = X.to_numpy(np.float64)
-        if self.scaler == "none":
-            self.center_ = np.zeros(values.shape[1])
-            self.scale_ = np.ones(values.shape[1])
-        else:
-            fitted = ExpressionScaler(kind=self.scaler).fit(values)
-            self.center_, self.scale_ = fitted.center_, fitted.scale_
-        if self.response == "minmax":
-            fitted_y = ResponseMinMax(low=0.0, high=10.0).fit(np.asarray(y, float))
-            self.y_min_, self.y_max_ = float(fitted_y.min_), float(fitted_y.max_)
+        self.x_scaler_ = None
+        if self.scaler != "none":
+            self.x_scaler_ = ExpressionScaler(kind=self.scaler).fit(X.to_numpy(np.float64))
+        self.y_transform_ = _response_transform(self.response)
+        if self.y_transform_ is not None:
+            self.y_transform_.fit(np.asarray(y, float))
         return self
 
     def transform_X(self, X: pd.DataFrame) -> np.ndarray:
+        """Genes in training order; a gene missing here becomes 0 (the training centre)."""
         values = X.reindex(columns=self.genes_).to_numpy(np.float64)
-        out = (values - self.center_) / self.scale_
-        return np.nan_to_num(out, nan=0.0).astype(np.float32)
-
-    def _span(self) -> float:
-        return (self.y_max_ - self.y_min_) or 1.0
+        if self.x_scaler_ is not None:
+            values = self.x_scaler_.transform(values)
+        return np.nan_to_num(values, nan=0.0).astype(np.float32)
 
     def transform_y(self, y) -> np.ndarray:
         y = np.asarray(y, dtype=np.float64)
-        if self.response == "minmax":
-            y = (y - self.y_min_) / self._span() * 10.0
-        elif self.response == "log":
-            y = np.log(y)
-        return y.astype(np.float32)
+        if self.y_transform_ is None:
+            return y.astype(np.float32)
+        try:
+            return self.y_transform_.transform(y).astype(np.float32)
+        except GliotlError as exc:
+            raise input_error(_WHERE, "response", f"'{self.response}' cannot transform these "
+                              f"responses ({exc})") from None
 
     def inverse_y(self, y) -> np.ndarray:
         y = np.asarray(y, dtype=np.float64)
-        if self.response == "minmax":
-            return y / 10.0 * self._span() + self.y_min_
-        if self.response == "log":
-            return np.exp(y)
-        return y
+        return y if self.y_transform_ is None else self.y_transform_.inverse_transform(y)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
+        n = len(self.genes_)
+        scaler = self.x_scaler_
         state = {"scaler": self.scaler, "response": self.response, "genes": self.genes_,
-                 "center": self.center_.tolist(), "scale": self.scale_.tolist()}
-        if self.response == "minmax":
-            state.update(y_min=self.y_min_, y_max=self.y_max_)
+                 "center": scaler.center_.tolist() if scaler else np.zeros(n).tolist(),
+                 "scale": scaler.scale_.tolist() if scaler else np.ones(n).tolist()}
+        if isinstance(self.y_transform_, ResponseMinMax):
+            state.update(y_min=self.y_transform_.min_, y_max=self.y_transform_.max_)
         return state
 
     def save(self, path: Path) -> None:
         write_json(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: Path) -> StepPreprocessor:
-        state = json.loads(Path(path).read_text())
+    def from_dict(cls, state: dict[str, Any]) -> StepPreprocessor:
+        """Rebuild the fitted transforms from :meth:`to_dict`'s state (any earlier run's too)."""
         prep = cls(state["scaler"], state["response"])
-        prep.genes_ = state["genes"]
-        prep.center_ = np.asarray(state["center"])
-        prep.scale_ = np.asarray(state["scale"])
-        if "y_min" in state:
-            prep.y_min_, prep.y_max_ = state["y_min"], state["y_max"]
+        prep.genes_ = list(state["genes"])
+        prep.x_scaler_ = None
+        if prep.scaler != "none":
+            prep.x_scaler_ = ExpressionScaler(kind=prep.scaler)
+            prep.x_scaler_.center_ = np.asarray(state["center"], dtype=float)
+            prep.x_scaler_.scale_ = np.asarray(state["scale"], dtype=float)
+            prep.x_scaler_.n_features_in_ = prep.x_scaler_.center_.size
+        prep.y_transform_ = _response_transform(prep.response)
+        if isinstance(prep.y_transform_, ResponseMinMax):
+            prep.y_transform_.min_ = float(state["y_min"])
+            prep.y_transform_.max_ = float(state["y_max"])
+        elif prep.y_transform_ is not None:
+            prep.y_transform_.fit(None)
         return prep
+
+    @classmethod
+    def load(cls, path: Path) -> StepPreprocessor:
+        return cls.from_dict(json.loads(Path(path).read_text()))

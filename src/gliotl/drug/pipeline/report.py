@@ -93,15 +93,10 @@ def headline_table(metrics: dict) -> pd.DataFrame:
 
 def print_summary(run: RunDir) -> None:
     from rich.console import Console
-    from rich.table import Table
+
+    from gliotl.core.reporting.console import print_frame
 
     metrics = json.loads(run.metrics_path.read_text())
-    table_frame = headline_table(metrics)
-    table = Table(title=f"{run.path.name}: target Spearman per repeat")
-    for column in table_frame.columns:
-        table.add_column(str(column))
-    for _, row in table_frame.iterrows():
-        table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
     console = Console()
-    console.print(table)
+    print_frame(headline_table(metrics), f"{run.path.name}: target Spearman per repeat", console)
     console.print(f"report: {run.report_path}")
