@@ -185,12 +185,16 @@ class ExperimentConfig(StrictModel):
     n_boot: int = 1000
 
     @model_validator(mode="after")
-    def _check_references(self) -> ExperimentConfig:
+    def _check_steps(self) -> ExperimentConfig:
         if self.target not in self.steps:
             raise ValueError(f"target step '{self.target}' is not defined under steps")
         for step_name, step in self.steps.items():
             if step.dataset not in self.datasets:
                 raise ValueError(f"step '{step_name}' uses unknown dataset '{step.dataset}'")
+        return self
+
+    @model_validator(mode="after")
+    def _check_methods(self) -> ExperimentConfig:
         names = [m.name for m in self.methods]
         if len(set(names)) != len(names):
             raise ValueError("method names must be unique")
@@ -205,14 +209,16 @@ class ExperimentConfig(StrictModel):
                     raise ValueError(f"method '{method.name}': unknown candidate '{candidate}'")
         if self.reference not in names:
             raise ValueError(f"reference method '{self.reference}' is not among the methods")
-        if self.source_cv is not None and self.source_selection is None and not (
-                self.methods[0].steps()):
+        return self
+
+    @model_validator(mode="after")
+    def _check_sources(self) -> ExperimentConfig:
+        sel = self.source_selection
+        if sel is not None and (sel.step not in self.steps or sel.score_on not in self.steps):
+            raise ValueError("source_selection: step and score_on must name steps")
+        if self.source_cv is not None and sel is None and not self.methods[0].steps():
             raise ValueError("source_cv without source_selection cross-validates the first "
                              "step of the first method's chain; that method has no chain")
-        if self.source_selection is not None:
-            sel = self.source_selection
-            if sel.step not in self.steps or sel.score_on not in self.steps:
-                raise ValueError("source_selection: step and score_on must name steps")
         return self
 
 
