@@ -383,7 +383,8 @@ def _linear_job(eng: Engine, method: MethodConfig) -> Job:
 
 
 def _multitask_job(eng: Engine, method: Any) -> Job:
-    step = eng.step(eng.resolve(method.chain[0]))
+    # the configured source step (not the selected drug's): the trunk learns all ``drugs``
+    step = eng.step(method.chain[0])
     return Job(f"multitask-{method.name}", multitask_job, {"request": MultitaskRequest(
         step, eng.config.datasets[step.config.dataset], list(method.drugs), eng.config.network,
         eng.config.train.preset("pretrain"),
