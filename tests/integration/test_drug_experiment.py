@@ -17,7 +17,8 @@ import yaml
 
 from gliotl.drug.config import ExperimentConfig, load_experiment_config
 from gliotl.drug.data.synthetic_chain import write_synthetic_chain
-from gliotl.drug.pipeline.experiment import fold_job, run_drug_experiment
+from gliotl.drug.methods.registry import BuildContext
+from gliotl.drug.pipeline.experiment import FoldRequest, StepInput, fold_job, run_drug_experiment
 from gliotl.errors import GliotlError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,7 +97,7 @@ def test_target_preprocessing_is_fitted_on_training_folds_only(chain_data, tmp_p
     outputs = {}
     for label in ("clean", "poisoned"):
         run = RunDir.open("t", config_to_dict(config), 0, out=tmp_path / label)
-        prepare_steps(config, tmp_path, run.path / "data")
+        prepare_steps(config, run.path / "data")
         target = read_step(run.path / "data", "target")
         ids = list(target.y.index)
         train, test = ids[:12], ids[12:]
@@ -108,9 +109,10 @@ def test_target_preprocessing_is_fitted_on_training_folds_only(chain_data, tmp_p
             frame.to_parquet(path)
         job_dir = run.path / "job"
         job_dir.mkdir()
-        result = fold_job(job_dir, str(run.path), "target", config.methods[0].model_dump(),
-                          0, 0, train, test, {"networks": {}, "linear": {}, "multitask": {}},
-                          seed=1, save_model=True)
+        step = StepInput(str(run.path / "data"), "target", config.steps["target"])
+        context = BuildContext(config.network, config.train.preset("finetune"), seed=1)
+        result = fold_job(job_dir, FoldRequest(step, config.methods[0], context, 0, 0, train,
+                                               test, save_model=True))
         outputs[label] = (json.loads((job_dir / "preprocess.json").read_text()), result)
     clean, poisoned = outputs["clean"][0], outputs["poisoned"][0]
     assert clean == poisoned  # scaler, gene list and response min-max saw training rows only

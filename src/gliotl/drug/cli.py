@@ -30,9 +30,9 @@ def run_command(
     from gliotl.drug.pipeline.experiment import run_drug_experiment
 
     jobs_executor = opt.build_executor(executor, workers, ray_address, shared_fs)
-    cfg, base_dir = load_experiment_config(config)
+    cfg, _ = load_experiment_config(config)
     run = run_drug_experiment(
-        cfg, base_dir, out=out, resume=resume, overwrite=overwrite,
+        cfg, out=out, resume=resume, overwrite=overwrite,
         executor=jobs_executor, retries=retries,
     )
     from gliotl.drug.pipeline.report import print_summary

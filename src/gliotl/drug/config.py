@@ -3,18 +3,84 @@
 One YAML file describes a whole experiment. Steps name a dataset, a drug and a measure; methods
 are transfer chains over steps (the paper's one- and two-step models, any length), or baselines.
 The target step is evaluated by repeated K-fold CV on splits saved with the run and shared by
-every method.
+every method. Every section is typed: a typo anywhere (a method's params, a network or training
+key, a dataset field) is one error at load, naming the file and the field.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    ValidationInfo,
+    WrapValidator,
+    create_model,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from gliotl.core.config import StrictModel, load_yaml, validate_config
-from gliotl.errors import GliotlError
+from gliotl.core.config import ConfigPath, StrictModel, load_config
+from gliotl.drug.data.loaders import DatasetSpec, spec_model
+from gliotl.drug.network.model import FINETUNE, PRETRAIN, NetworkConfig, TrainConfig
+from gliotl.drug.network.transfer import TransferPolicy
+
+
+def by_kind(lookup: Callable[[Any], type[BaseModel] | None]) -> WrapValidator:
+    """Validate a ``kind``-tagged mapping against its own model (``lookup(kind)``) directly, so
+    an error names ``datasets.x.path`` rather than the union's tag (``datasets.x.table.path``);
+    an unknown kind falls through to the union, which names the kinds it accepts."""
+
+    def validate(data: Any, handler: Any, info: ValidationInfo) -> Any:
+        model = lookup(data.get("kind")) if isinstance(data, dict) else None
+        if model is None:
+            return handler(data)
+        return model.model_validate(data, context=info.context)
+
+    return WrapValidator(validate)
+
+
+_POLICIES = {m.model_fields["kind"].default: m for m in get_args(get_args(TransferPolicy)[0])}
+Transfer = Annotated[TransferPolicy, by_kind(_POLICIES.get)]
+Dataset = Annotated[DatasetSpec, by_kind(spec_model)]
+
+
+def override_model(model: type[StrictModel], doc: str) -> type[StrictModel]:
+    """``model`` with every field optional (None: keep the preset), its constraints kept."""
+    fields: dict[str, Any] = {}
+    for key, info in model.model_fields.items():
+        annotation = info.annotation
+        if info.metadata:
+            annotation = Annotated[(annotation, *info.metadata)]
+        fields[key] = (annotation | None, None)
+    return create_model(f"{model.__name__}Override", __base__=StrictModel, __doc__=doc, **fields)
+
+
+NetworkOverride = override_model(NetworkConfig, "Network keys a method changes.")
+TrainOverride = override_model(TrainConfig, "Training keys that replace a preset's.")
+
+
+def apply_override(base: StrictModel, override: StrictModel) -> Any:
+    """``base`` with the keys ``override`` sets, validated as a whole (lengths must agree)."""
+    changes = override.model_dump(exclude_none=True)
+    return type(base).model_validate({**base.model_dump(), **changes})
+
+
+class TrainPresets(StrictModel):
+    """Overrides of the paper's ``pretrain`` (source models) / ``finetune`` (after a transfer)."""
+
+    pretrain: TrainOverride = TrainOverride()  # type: ignore[valid-type]
+    finetune: TrainOverride = TrainOverride()  # type: ignore[valid-type]
+
+    def preset(self, stage: Literal["pretrain", "finetune"]) -> TrainConfig:
+        base, override = (PRETRAIN, self.pretrain) if stage == "pretrain" else (
+            FINETUNE, self.finetune)
+        return apply_override(base, override)
 
 
 class SampleFilter(StrictModel):
@@ -42,13 +108,13 @@ class StepConfig(StrictModel):
 
 class GeneConfig(StrictModel):
     policy: Literal["intersection", "fill"] = "intersection"
-    list_file: str | None = None
+    list_file: ConfigPath | None = None
 
 
 class CVConfig(StrictModel):
     n_splits: int = Field(3, ge=2)
     n_repeats: int = Field(10, ge=1)
-    splits_file: str | None = None
+    splits_file: ConfigPath | None = None
 
 
 class SourceSelection(StrictModel):
@@ -61,33 +127,49 @@ class SourceSelection(StrictModel):
 
 
 class MethodConfig(StrictModel):
-    """A method compared on the target splits.
-
-    kinds: ``network`` (a transfer chain; ``chain`` lists the steps before the target, empty for
-    target-only), ``mean``, ``elasticnet``, ``random_forest``, ``mgmt_status`` (annotation column),
-    ``prior_elasticnet`` (ElasticNet shrunk toward a linear model of ``chain[0]``), ``stacking``
-    (the prediction of the chain's network as an offset / feature), ``multitask`` (trunk pretrained
-    on ``drugs`` of ``chain[0]``'s dataset), ``nested`` (inner-CV selection among ``candidates``).
-    """
+    """A method compared on the target splits; ``kind`` picks its model among the kinds
+    registered in :mod:`gliotl.drug.methods.registry`, each with its own fields and params."""
 
     name: str
-    kind: Literal[
-        "network", "mean", "elasticnet", "random_forest", "mgmt_status", "prior_elasticnet",
-        "stacking", "multitask", "nested",
-    ]
+    kind: str
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _by_kind(cls, data: Any, handler: Any, info: ValidationInfo) -> Any:
+        if cls is not MethodConfig or not isinstance(data, dict):
+            return handler(data)
+        from gliotl.drug.methods.registry import method_kinds
+
+        kinds = method_kinds()
+        kind = data.get("kind")
+        if kind not in kinds:
+            message = f"unknown method kind {kind!r}; expected one of {', '.join(kinds)}"
+            raise ValidationError.from_exception_data("MethodConfig", [InitErrorDetails(
+                type=PydanticCustomError("unknown_kind", message), loc=("kind",), input=kind)])
+        return kinds[kind].config.model_validate(data, context=info.context)
+
+    def steps(self) -> list[str]:
+        """The steps before the target this method builds on (none by default)."""
+        return []
+
+    def references(self) -> list[str]:
+        """Other methods this one is made of (none by default)."""
+        return []
+
+
+class ChainMethod(MethodConfig):
+    """A method that builds on models of earlier steps (``chain``, target excluded)."""
+
     chain: list[str] = []
-    transfer: dict[str, Any] = {"kind": "paper"}
-    column: str = "mgmt_status"
-    mode: Literal["offset", "feature"] = "offset"
-    drugs: list[str] = []
-    candidates: list[str] = []
-    params: dict[str, Any] = {}
+
+    def steps(self) -> list[str]:
+        return list(self.chain)
 
 
 class ExperimentConfig(StrictModel):
     name: str
     seed: int = 0
-    datasets: dict[str, dict[str, Any]]
+    datasets: dict[str, Dataset]
     genes: GeneConfig = GeneConfig()
     steps: dict[str, StepConfig]
     target: str = "target"
@@ -96,46 +178,51 @@ class ExperimentConfig(StrictModel):
         None, description="paper experiment 1: K-fold CV of each source model on its own data"
     )
     target_cv: CVConfig = CVConfig()
-    network: dict[str, Any] = {}
-    train: dict[str, dict[str, Any]] = {}
-    methods: list[MethodConfig]
+    network: NetworkConfig = NetworkConfig()
+    train: TrainPresets = TrainPresets()
+    methods: list[SerializeAsAny[MethodConfig]] = Field(min_length=1)
     reference: str = "two_step"
     n_boot: int = 1000
 
     @model_validator(mode="after")
-    def _check_references(self) -> ExperimentConfig:
+    def _check_steps(self) -> ExperimentConfig:
         if self.target not in self.steps:
             raise ValueError(f"target step '{self.target}' is not defined under steps")
         for step_name, step in self.steps.items():
             if step.dataset not in self.datasets:
                 raise ValueError(f"step '{step_name}' uses unknown dataset '{step.dataset}'")
+        return self
+
+    @model_validator(mode="after")
+    def _check_methods(self) -> ExperimentConfig:
         names = [m.name for m in self.methods]
         if len(set(names)) != len(names):
             raise ValueError("method names must be unique")
         for method in self.methods:
-            for step in method.chain:
+            for step in method.steps():
                 if step not in self.steps or step == self.target:
                     raise ValueError(
                         f"method '{method.name}': chain step '{step}' must be a non-target step"
                     )
-            for candidate in method.candidates:
+            for candidate in method.references():
                 if candidate not in names or candidate == method.name:
                     raise ValueError(f"method '{method.name}': unknown candidate '{candidate}'")
         if self.reference not in names:
             raise ValueError(f"reference method '{self.reference}' is not among the methods")
-        if self.source_selection is not None:
-            sel = self.source_selection
-            if sel.step not in self.steps or sel.score_on not in self.steps:
-                raise ValueError("source_selection: step and score_on must name steps")
+        return self
+
+    @model_validator(mode="after")
+    def _check_sources(self) -> ExperimentConfig:
+        sel = self.source_selection
+        if sel is not None and (sel.step not in self.steps or sel.score_on not in self.steps):
+            raise ValueError("source_selection: step and score_on must name steps")
+        if self.source_cv is not None and sel is None and not self.methods[0].steps():
+            raise ValueError("source_cv without source_selection cross-validates the first "
+                             "step of the first method's chain; that method has no chain")
         return self
 
 
 def load_experiment_config(path: str | Path) -> tuple[ExperimentConfig, Path]:
-    """Load and validate; returns the config and the folder that relative paths refer to."""
-    path = Path(path)
-    data = load_yaml(path)
-    try:
-        config = validate_config(ExperimentConfig, data, path)
-    except GliotlError:
-        raise
-    return config, path.resolve().parent
+    """Load and validate (paths resolved against the file's folder); returns the config and
+    that folder."""
+    return load_config(ExperimentConfig, path), Path(path).resolve().parent

@@ -1,7 +1,8 @@
 """Dataset specs (one YAML mapping per dataset, discriminated by ``kind``) and ``load_dataset``.
 
-Relative paths in a spec are resolved against ``base_dir``: the folder of the config file that
-holds the spec, so a config works from wherever it is run.
+Paths in a spec are :data:`~gliotl.core.config.ConfigPath`: relative ones resolve against the
+folder of the config file that holds the spec (``base_dir``), so a config works from wherever it
+is run.
 """
 
 from __future__ import annotations
@@ -11,7 +12,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from gliotl.core.config import StrictModel, format_validation_error, load_yaml
+from gliotl.core.config import (
+    ConfigPath,
+    StrictModel,
+    format_validation_error,
+    load_yaml,
+    resolve_config_paths,
+)
 from gliotl.drug.data.dataset import DrugDataset
 
 Orientation = Literal["auto", "genes_by_samples", "samples_by_genes"]
@@ -20,23 +27,23 @@ Orientation = Literal["auto", "genes_by_samples", "samples_by_genes"]
 class GdscReleaseSpec(StrictModel):
     kind: Literal["gdsc_release"]
     name: str = "GDSC"
-    response_paths: list[Path] = Field(min_length=1)
-    expression_path: Path
-    cell_lines_path: Path | None = None
+    response_paths: list[ConfigPath] = Field(min_length=1)
+    expression_path: ConfigPath
+    cell_lines_path: ConfigPath | None = None
     measures: list[str] = ["AUC", "LN_IC50"]
 
 
 class GdscPypiSpec(StrictModel):
     kind: Literal["gdsc_pypi"]
     name: str = "GDSC"
-    cache_dir: Path | None = None
+    cache_dir: ConfigPath | None = None
 
 
 class HgccSpec(StrictModel):
     kind: Literal["hgcc"]
     name: str = "HGCC"
-    expression_path: Path
-    response_path: Path
+    expression_path: ConfigPath
+    response_path: ConfigPath
     orientation: Orientation = "auto"
     sample_column: str | None = None
     response_prefix: str = "AUC_"
@@ -46,8 +53,8 @@ class HgccSpec(StrictModel):
 class GeoSpec(StrictModel):
     kind: Literal["geo"]
     name: str = "GEO"
-    counts_path: Path
-    series_matrix_path: Path
+    counts_path: ConfigPath
+    series_matrix_path: ConfigPath
     responses: dict[str, str] = {}
     drug: str = "Temozolomide"
     mgmt_key: str | None = None
@@ -60,7 +67,7 @@ class GeoSpec(StrictModel):
 class DrevalpySpec(StrictModel):
     kind: Literal["drevalpy"]
     name: str | None = None
-    path: Path
+    path: ConfigPath
     dataset_name: str | None = None
     measures: list[str] | None = None
 
@@ -68,8 +75,8 @@ class DrevalpySpec(StrictModel):
 class TableSpec(StrictModel):
     kind: Literal["table"]
     name: str = "table"
-    expression_path: Path
-    response_path: Path
+    expression_path: ConfigPath
+    response_path: ConfigPath
     sample_column: str
     expression_orientation: Literal["samples_by_genes", "genes_by_samples"] = "samples_by_genes"
     expression_id_column: str | None = None
@@ -78,7 +85,7 @@ class TableSpec(StrictModel):
     measure_column: str | None = None
     value_column: str | None = None
     value_columns: dict[str, str] | None = None
-    samples_path: Path | None = None
+    samples_path: ConfigPath | None = None
     samples_id_column: str | None = None
     annotations: dict[str, str] | None = None
     normalise_keys: bool = True
@@ -93,38 +100,42 @@ _BY_KIND = {m.model_fields["kind"].annotation.__args__[0]: m for m in
             (GdscReleaseSpec, GdscPypiSpec, HgccSpec, GeoSpec, DrevalpySpec, TableSpec)}
 
 
-def parse_spec(data: dict[str, Any] | Any, source: str | Path = "<dataset spec>") -> Any:
-    """Validate a raw mapping into the matching spec model (one-line error on failure)."""
+def spec_model(kind: Any) -> type[StrictModel] | None:
+    """The spec model of a dataset ``kind`` (None when no kind has that name)."""
+    return _BY_KIND.get(kind) if isinstance(kind, str) else None
+
+
+def parse_spec(data: dict[str, Any] | Any, source: str | Path = "<dataset spec>",
+               base_dir: str | Path | None = None) -> Any:
+    """Validate a raw mapping into the matching spec model (one-line error on failure); with
+    ``base_dir``, relative paths resolve against it."""
     if isinstance(data, StrictModel):
-        return data
-    kind = data.get("kind") if isinstance(data, dict) else None
-    model = _BY_KIND.get(kind) if isinstance(kind, str) else None
+        return data if base_dir is None else resolve_config_paths(data, base_dir)
+    model = spec_model(data.get("kind")) if isinstance(data, dict) else None
+    context = {"base_dir": Path(base_dir)} if base_dir is not None else None
     try:
         # validating against the matching model keeps error locations free of the tag
-        return model.model_validate(data) if model else _ADAPTER.validate_python(data)
+        if model is not None:
+            return model.model_validate(data, context=context)
+        return _ADAPTER.validate_python(data, context=context)
     except ValidationError as exc:
         raise format_validation_error(exc, source) from None
 
 
 def load_spec_file(path: str | Path) -> Any:
-    """A YAML file holding one dataset spec."""
-    return parse_spec(load_yaml(path), path)
+    """A YAML file holding one dataset spec; its paths are relative to the file's folder."""
+    return parse_spec(load_yaml(path), path, base_dir=Path(path).resolve().parent)
 
 
-def _resolve(path: Path | None, base_dir: Path | None) -> Path | None:
-    if path is None:
-        return None
-    path = Path(path).expanduser()
-    return path if path.is_absolute() or base_dir is None else Path(base_dir) / path
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
 
 
 def load_dataset(spec: Any, base_dir: str | Path | None = None) -> DrugDataset:
-    """Read the dataset a spec (model or raw mapping) describes."""
-    spec = parse_spec(spec)
-    base = Path(base_dir) if base_dir is not None else None
-
-    def r(p: Path | None) -> Path | None:
-        return _resolve(p, base)
+    """Read the dataset a spec (model or raw mapping) describes; relative paths resolve
+    against ``base_dir`` (default: as given)."""
+    spec = parse_spec(spec, base_dir=base_dir)
+    r = _path
 
     if isinstance(spec, GdscReleaseSpec):
         from gliotl.drug.data.gdsc import read_gdsc_release

@@ -1,52 +1,147 @@
-"""Build each configured method as a scikit-learn style estimator with ``fit(X, y)`` / ``predict``.
+"""Method kinds: one registry entry per ``kind`` holds everything the engine needs to know.
 
-Upstream artifacts (a pretrained network, a source linear model, a multi-task trunk) are bound
-into the estimator here, so the fold job treats every method alike and nested selection can
-choose among them.
+An entry is a config model (its ``kind`` literal, fields and ``params``), what upstream artefact
+the method builds on (a network trained along its chain, a linear model of its source step, a
+multi-task trunk, or nothing), a builder (config + upstream -> scikit-learn style estimator with
+``fit(X, y)`` / ``predict``) and whether a final model is saved for ``gliotl drug predict``.
+The engine asks the registry, never a kind's name, so a new kind is one :func:`register_method`
+call; the config's ``methods`` accept every registered kind.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from enum import Enum
+from typing import Any, Literal, get_args, get_type_hints
 
-import numpy as np
+from pydantic import Field, SerializeAsAny, ValidationInfo, create_model, field_validator
 from sklearn.base import BaseEstimator, RegressorMixin
 
-from gliotl.drug.config import ExperimentConfig, MethodConfig
+from gliotl.core.config import StrictModel
+from gliotl.drug.config import (
+    ChainMethod,
+    MethodConfig,
+    NetworkOverride,
+    TrainOverride,
+    Transfer,
+    apply_override,
+)
+from gliotl.drug.methods.baselines import (
+    MGMTStatusRegressor,
+    RandomForestBaseline,
+    TrainingMeanRegressor,
+    TunedElasticNet,
+)
+from gliotl.drug.methods.linear_transfer import TunedPriorCenteredElasticNet
+from gliotl.drug.methods.selection import SCORINGS, Candidate, NestedSelector
+from gliotl.drug.methods.stacking import SourcePredictionOffset, SourcePredictionStacker
+from gliotl.drug.network.model import NetworkConfig, TrainConfig
+from gliotl.drug.network.transfer import PaperTransfer
 
 
-@dataclass
-class Upstream:
-    """Paths of what earlier stages trained, keyed by chain (``"source@Drug>intermediate"``)."""
+class Needs(Enum):
+    """The upstream artefact a method kind is built on."""
 
-    networks: dict[str, Path] = field(default_factory=dict)
-    linear: dict[str, Path] = field(default_factory=dict)
-    multitask: dict[str, Path] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, dict[str, str]]:
-        """Plain strings, for job kwargs that cross process and Ray boundaries."""
-        return {kind: {key: str(path) for key, path in paths.items()}
-                for kind, paths in vars(self).items()}
-
-    @classmethod
-    def from_json(cls, data: dict[str, dict[str, str]]) -> Upstream:
-        return cls(**{kind: {key: Path(path) for key, path in paths.items()}
-                      for kind, paths in data.items()})
+    NOTHING = "nothing"
+    NETWORK_CHAIN = "network_chain"  # a network trained step after step along ``chain``
+    SOURCE_LINEAR = "source_linear"  # a linear model of ``chain[0]``
+    MULTITASK_TRUNK = "multitask_trunk"  # a trunk pretrained on ``drugs`` of ``chain[0]``
 
 
-def chain_id(chain: list[str]) -> str:
-    return ">".join(chain)
+@dataclass(frozen=True)
+class BuildContext:
+    """What a builder may use besides its own config: the experiment's network and fine-tuning
+    settings, every method's upstream artefact path (by method name), the methods (for nested
+    selection) and the job's seed."""
+
+    network: NetworkConfig
+    finetune: TrainConfig
+    seed: int
+    artefacts: Mapping[str, str] = field(default_factory=dict)
+    methods: Mapping[str, MethodConfig] = field(default_factory=dict)
+
+    def build(self, method: MethodConfig) -> Any:
+        return method_kind(method.kind).build(method, self)
 
 
-def network_settings(config: ExperimentConfig, stage: str) -> tuple[dict, dict]:
-    """The network config and the training preset (``pretrain`` / ``finetune``) with overrides."""
-    from gliotl.drug.network.model import FINETUNE, PRETRAIN
+@dataclass(frozen=True)
+class MethodKind:
+    """One method kind. ``annotation`` names the annotation column that a kind reads instead
+    of expression (then it is fitted on raw responses, without step preprocessing)."""
 
-    base = (PRETRAIN if stage == "pretrain" else FINETUNE).model_dump()
-    base.update(config.train.get(stage, {}))
-    return dict(config.network), base
+    config: type[MethodConfig]
+    build: Callable[[Any, BuildContext], Any]
+    needs: Needs = Needs.NOTHING
+    saves_final: bool = False
+    annotation: Callable[[Any], str] | None = None
+
+    @property
+    def kind(self) -> str:
+        return get_args(self.config.model_fields["kind"].annotation)[0]
+
+
+_KINDS: dict[str, MethodKind] = {}
+
+
+def register_method(entry: MethodKind, replace: bool = False) -> MethodKind:
+    """Add a kind; configs loaded afterwards accept it."""
+    if entry.kind in _KINDS and not replace:
+        raise ValueError(f"method kind '{entry.kind}' is already registered")
+    _KINDS[entry.kind] = entry
+    return entry
+
+
+def method_kinds() -> dict[str, MethodKind]:
+    return dict(_KINDS)
+
+
+def method_kind(kind: str) -> MethodKind:
+    return _KINDS[kind]
+
+
+def params_model(estimator: type, exclude: tuple[str, ...] = ("seed",),
+                 types: Mapping[str, Any] | None = None, grid: bool = True) -> type[StrictModel]:
+    """A strict params model from ``estimator.__init__``: its parameters (minus ``exclude``),
+    their defaults and type hints (``types`` replaces hints that YAML cannot express). With
+    ``grid``, a nested-selection candidate may also list a ``grid`` over those parameters."""
+    hints = get_type_hints(estimator.__init__)
+    fields: dict[str, Any] = {}
+    for name, parameter in inspect.signature(estimator.__init__).parameters.items():
+        if name == "self" or name in exclude:
+            continue
+        annotation = (types or {}).get(name, hints.get(name, Any))
+        default = parameter.default
+        fields[name] = (annotation, ... if default is inspect.Parameter.empty else default)
+    names = sorted(fields)
+    validators = {}
+    if grid:
+        fields["grid"] = (dict[str, list[Any]], Field(default_factory=dict, description=(
+            "nested selection: values of these params to choose among (candidates only)")))
+
+        def _grid_keys(value: dict[str, list[Any]]) -> dict[str, list[Any]]:
+            unknown = sorted(set(value) - set(names))
+            if unknown:
+                raise ValueError(f"grid key '{unknown[0]}' is not a param ({', '.join(names)})")
+            return value
+
+        validators["_grid_keys"] = field_validator("grid")(_grid_keys)
+    return create_model(f"{estimator.__name__}Params", __base__=StrictModel,
+                        __validators__=validators, **fields)
+
+
+def estimator_params(params: StrictModel) -> dict[str, Any]:
+    """The estimator's keyword arguments (the nested-selection grid is not one of them)."""
+    return {k: v for k, v in params.model_dump().items() if k != "grid"}
+
+
+def params_grid(method: MethodConfig) -> dict[str, list[Any]]:
+    params = getattr(method, "params", None)
+    return dict(getattr(params, "grid", {}) or {})
+
+
+# -- networks ---------------------------------------------------------------------------------
 
 
 class SourceNetworkFineTuner(BaseEstimator, RegressorMixin):
@@ -76,7 +171,7 @@ class SourceNetworkFineTuner(BaseEstimator, RegressorMixin):
 class SourcePredictor:
     """A frozen upstream network used as a predictor (for prediction-level transfer)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: str):
         from gliotl.drug.network.estimators import NetworkRegressor
 
         self.model = NetworkRegressor.load(path)
@@ -85,76 +180,171 @@ class SourcePredictor:
         return self.model.predict(X)
 
 
-def build_estimator(
-    method: MethodConfig, config: ExperimentConfig, upstream: Upstream, seed: int,
-    methods: dict[str, MethodConfig] | None = None,
-) -> Any:
-    """The estimator for ``method`` (``mgmt_status`` is handled by the fold job, not here)."""
-    params = dict(method.params)
-    network, finetune = network_settings(config, "finetune")
-    network.update(params.pop("network", {}))
-    finetune.update(params.pop("train", {}))
-    key = chain_id(method.chain)
-    if method.kind == "network":
-        return SourceNetworkFineTuner(
-            network=network, train=finetune, transfer=method.transfer,
-            source_path=str(upstream.networks[key]) if method.chain else None, seed=seed,
-        )
-    if method.kind == "multitask":
-        return SourceNetworkFineTuner(
-            network=network, train=finetune, transfer=method.transfer,
-            source_path=str(upstream.multitask[method.name]), seed=seed,
-        )
-    if method.kind == "mean":
-        from gliotl.drug.methods.baselines import TrainingMeanRegressor
+class NetworkParams(StrictModel):
+    """A network method's changes to the experiment's ``network`` / ``train.finetune``."""
 
-        return TrainingMeanRegressor()
-    if method.kind == "elasticnet":
-        from gliotl.drug.methods.baselines import TunedElasticNet
+    network: NetworkOverride = NetworkOverride()
+    train: TrainOverride = TrainOverride()
+    grid: dict[str, list[Any]] = {}
 
-        return TunedElasticNet(seed=seed, **params)
-    if method.kind == "random_forest":
-        from gliotl.drug.methods.baselines import RandomForestBaseline
-
-        return RandomForestBaseline(seed=seed, **params)
-    if method.kind == "prior_elasticnet":
-        from gliotl.drug.methods.linear_transfer import (
-            TunedPriorCenteredElasticNet,
-            load_source_linear,
-        )
-
-        coef, intercept = load_source_linear(upstream.linear[key])
-        return TunedPriorCenteredElasticNet(
-            source_coef=coef, source_intercept=intercept, seed=seed, **params
-        )
-    if method.kind == "stacking":
-        from gliotl.drug.methods.stacking import SourcePredictionOffset, SourcePredictionStacker
-
-        source = SourcePredictor(upstream.networks[key])
-        cls = SourcePredictionOffset if method.mode == "offset" else SourcePredictionStacker
-        return cls(source=source, **params)
-    if method.kind == "nested":
-        from gliotl.drug.methods.selection import Candidate, NestedSelector
-
-        assert methods is not None
-        candidates = []
-        for name in method.candidates:
-            candidate = methods[name]
-            grid = candidate.params.get("grid", {}) if isinstance(candidate.params, dict) else {}
-            inner = candidate.model_copy(update={"params": {
-                k: v for k, v in candidate.params.items() if k != "grid"}})
-            candidates.append(
-                Candidate(name, build_estimator(inner, config, upstream, seed, methods), grid)
-            )
-        return NestedSelector(candidates, seed=seed, **params)
-    raise ValueError(f"method kind '{method.kind}' has no estimator")
+    @field_validator("grid")
+    @classmethod
+    def _grid_keys(cls, value: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        allowed = set(inspect.signature(SourceNetworkFineTuner).parameters)
+        unknown = sorted(set(value) - allowed)
+        if unknown:
+            raise ValueError(f"grid key '{unknown[0]}' is not one of {', '.join(sorted(allowed))}")
+        return value
 
 
-def mgmt_status_predictions(
-    train_status: np.ndarray, y_train: np.ndarray, test_status: np.ndarray
-) -> np.ndarray:
-    """Predict each test sample by the training mean of its MGMT status group."""
-    from gliotl.drug.methods.baselines import MGMTStatusRegressor
+class NetworkMethod(ChainMethod):
+    """A transfer chain: fine-tune from the network trained along ``chain`` (empty:
+    target-only)."""
 
-    model = MGMTStatusRegressor().fit(train_status.astype(object).reshape(-1, 1), y_train)
-    return model.predict(test_status.astype(object).reshape(-1, 1))
+    kind: Literal["network"]
+    transfer: Transfer = PaperTransfer()
+    params: NetworkParams = NetworkParams()
+
+
+class MultitaskMethod(ChainMethod):
+    """Fine-tune from a trunk pretrained on ``drugs`` of ``chain[0]``'s dataset."""
+
+    kind: Literal["multitask"]
+    chain: list[str] = Field(min_length=1)
+    drugs: list[str] = Field(min_length=1)
+    transfer: Transfer = PaperTransfer()
+    params: NetworkParams = NetworkParams()
+
+
+def _fine_tuner(method: NetworkMethod | MultitaskMethod, ctx: BuildContext,
+                source: str | None) -> SourceNetworkFineTuner:
+    return SourceNetworkFineTuner(
+        network=apply_override(ctx.network, method.params.network),
+        train=apply_override(ctx.finetune, method.params.train),
+        transfer=method.transfer, source_path=source, seed=ctx.seed,
+    )
+
+
+def _build_network(method: NetworkMethod, ctx: BuildContext) -> SourceNetworkFineTuner:
+    return _fine_tuner(method, ctx, ctx.artefacts[method.name] if method.chain else None)
+
+
+def _build_multitask(method: MultitaskMethod, ctx: BuildContext) -> SourceNetworkFineTuner:
+    return _fine_tuner(method, ctx, ctx.artefacts[method.name])
+
+
+# -- baselines and linear transfer ------------------------------------------------------------
+
+
+class MeanMethod(MethodConfig):
+    """The training mean (no features)."""
+
+    kind: Literal["mean"]
+
+
+class MGMTStatusMethod(MethodConfig):
+    """The training mean of each MGMT status group (annotation ``column``)."""
+
+    kind: Literal["mgmt_status"]
+    column: str = "mgmt_status"
+
+
+ElasticNetParams = params_model(TunedElasticNet)
+RandomForestParams = params_model(RandomForestBaseline)
+PriorElasticNetParams = params_model(
+    TunedPriorCenteredElasticNet, exclude=("source_coef", "source_intercept", "seed"))
+NestedParams = params_model(NestedSelector, exclude=("candidates", "seed"),
+                            types={"scoring": Literal[SCORINGS]}, grid=False)
+
+
+class ElasticNetMethod(MethodConfig):
+    kind: Literal["elasticnet"]
+    params: ElasticNetParams = ElasticNetParams()
+
+
+class RandomForestMethod(MethodConfig):
+    kind: Literal["random_forest"]
+    params: RandomForestParams = RandomForestParams()
+
+
+class PriorElasticNetMethod(ChainMethod):
+    """ElasticNet shrunk toward a linear model of ``chain[0]``."""
+
+    kind: Literal["prior_elasticnet"]
+    chain: list[str] = Field(min_length=1)
+    params: PriorElasticNetParams = PriorElasticNetParams()
+
+
+def _build_prior(method: PriorElasticNetMethod, ctx: BuildContext) -> Any:
+    from gliotl.drug.methods.linear_transfer import load_source_linear
+
+    coef, intercept = load_source_linear(ctx.artefacts[method.name])
+    return TunedPriorCenteredElasticNet(source_coef=coef, source_intercept=intercept,
+                                        seed=ctx.seed, **estimator_params(method.params))
+
+
+# -- stacking and nested selection ------------------------------------------------------------
+
+# The stackers keep their own default seed (0): the engine never passed them the job's.
+_STACKING_PARAMS = {
+    "offset": params_model(SourcePredictionOffset, exclude=("source", "seed"), types={
+        "correction": Literal["ridge", "elasticnet", "none"]}),
+    "feature": params_model(SourcePredictionStacker, exclude=("source", "seed"), types={
+        "target_model": Literal["mean", "elasticnet", "ridge"]}),
+}
+
+
+class StackingMethod(ChainMethod):
+    """The prediction of the chain's network as an offset / feature of a target model."""
+
+    kind: Literal["stacking"]
+    chain: list[str] = Field(min_length=1)
+    mode: Literal["offset", "feature"] = "offset"
+    params: SerializeAsAny[StrictModel] = Field(default_factory=dict, validate_default=True)
+
+    @field_validator("params", mode="wrap")
+    @classmethod
+    def _params_of_mode(cls, value: Any, handler: Any, info: ValidationInfo) -> Any:
+        """The params of the stacker that ``mode`` picks."""
+        model = _STACKING_PARAMS[info.data.get("mode", "offset")]
+        return value if isinstance(value, model) else model.model_validate(value)
+
+
+def _build_stacking(method: StackingMethod, ctx: BuildContext) -> Any:
+    source = SourcePredictor(ctx.artefacts[method.name])
+    cls = SourcePredictionOffset if method.mode == "offset" else SourcePredictionStacker
+    return cls(source=source, **estimator_params(method.params))
+
+
+class NestedMethod(MethodConfig):
+    """Inner-CV selection among ``candidates`` (other methods, each with its own ``grid``)."""
+
+    kind: Literal["nested"]
+    candidates: list[str] = Field(min_length=1)
+    params: NestedParams = NestedParams()
+
+    def references(self) -> list[str]:
+        return list(self.candidates)
+
+
+def _build_nested(method: NestedMethod, ctx: BuildContext) -> NestedSelector:
+    candidates = [Candidate(name, ctx.build(ctx.methods[name]), params_grid(ctx.methods[name]))
+                  for name in method.candidates]
+    return NestedSelector(candidates, seed=ctx.seed, **estimator_params(method.params))
+
+
+for _entry in (
+    MethodKind(NetworkMethod, _build_network, Needs.NETWORK_CHAIN, saves_final=True),
+    MethodKind(MeanMethod, lambda method, ctx: TrainingMeanRegressor()),
+    MethodKind(ElasticNetMethod, lambda method, ctx: TunedElasticNet(
+        seed=ctx.seed, **estimator_params(method.params))),
+    MethodKind(RandomForestMethod, lambda method, ctx: RandomForestBaseline(
+        seed=ctx.seed, **estimator_params(method.params))),
+    MethodKind(MGMTStatusMethod, lambda method, ctx: MGMTStatusRegressor(),
+               annotation=lambda method: method.column),
+    MethodKind(PriorElasticNetMethod, _build_prior, Needs.SOURCE_LINEAR),
+    MethodKind(StackingMethod, _build_stacking, Needs.NETWORK_CHAIN),
+    MethodKind(MultitaskMethod, _build_multitask, Needs.MULTITASK_TRUNK, saves_final=True),
+    MethodKind(NestedMethod, _build_nested),
+):
+    register_method(_entry)

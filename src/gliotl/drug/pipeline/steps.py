@@ -75,16 +75,16 @@ def build_step(name: str, step: StepConfig, dataset, drug: str | None = None) ->
     return StepData(key, X, y, dataset.samples.reindex(y.index))
 
 
-def load_and_align(config: ExperimentConfig, base_dir: Path):
+def load_and_align(config: ExperimentConfig):
     """Load every dataset the steps use and align their genes by symbol."""
     from gliotl.drug.data import harmonise
     from gliotl.drug.data.loaders import load_dataset
 
     used = sorted({step.dataset for step in config.steps.values()})
-    datasets = {name: load_dataset(config.datasets[name], base_dir=base_dir) for name in used}
+    datasets = {name: load_dataset(config.datasets[name]) for name in used}
     genes = None
     if config.genes.list_file:
-        path = (base_dir / config.genes.list_file).resolve()
+        path = Path(config.genes.list_file)
         if not path.is_file():
             raise GliotlError(f"{path}: field 'genes.list_file': gene list file not found")
         genes = [g.strip() for g in path.read_text().splitlines() if g.strip()]
@@ -94,11 +94,10 @@ def load_and_align(config: ExperimentConfig, base_dir: Path):
     return dict(zip(used, aligned, strict=True)), report
 
 
-def prepare_steps(
-    config: ExperimentConfig, base_dir: Path, data_dir: Path, selected_drug: str | None = None
-) -> dict[str, dict]:
-    """Write every step instance the experiment needs; returns a summary per step instance."""
-    datasets, gene_report = load_and_align(config, base_dir)
+def prepare_steps(config: ExperimentConfig, data_dir: Path) -> dict[str, dict]:
+    """Write every step instance the experiment needs; returns a summary per step instance.
+    Paths in ``config`` are used as given (absolute once validated against its file)."""
+    datasets, gene_report = load_and_align(config)
     instances: list[tuple[str, str | None]] = [(name, None) for name in config.steps]
     if config.source_selection is not None:
         for drug in config.source_selection.candidates:
