@@ -29,10 +29,10 @@ def test_phantom_and_prepare_commands(tmp_path: Path):
 
     config = tmp_path / "prepare.yaml"
     config.write_text(yaml.safe_dump({
-        "cohort": {"format": "upenn", "root": "cohort"},
-        "preprocess": {"preset": "schmitz2024", "target_shape": [16, 20, 20]},
+        "cohort": {"kind": "upenn", "root": "cohort"},
+        "preprocessing": {"preset": "schmitz2024", "target_shape": [16, 20, 20]},
         "cache_dir": "cache",
-        "workers": 2,
+        "cache_workers": 2,
         "modalities": ["struct"],
         "on_error": "exclude",
     }))
@@ -48,6 +48,6 @@ def test_phantom_and_prepare_commands(tmp_path: Path):
     assert "processed 0" in result.output
 
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"cohort": {"format": "upenn"}, "cache_dir": "c"}))
+    bad.write_text(yaml.safe_dump({"cohort": {"kind": "upenn"}, "cache_dir": "c"}))
     result = runner.invoke(app, ["mgmt", "prepare", str(bad)])
     assert isinstance(result.exception, GliotlError) and "root" in str(result.exception)

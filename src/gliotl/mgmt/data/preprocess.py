@@ -197,7 +197,8 @@ def _voxel_sizes_dhw(affine: np.ndarray, transform: np.ndarray | None) -> np.nda
     return sizes[::-1]
 
 
-def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
+def bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
+    """The box of ``mask``'s non-zero voxels, ``margin`` voxels wider (within the volume)."""
     slices = []
     for axis in range(3):
         other = tuple(a for a in range(3) if a != axis)
@@ -238,8 +239,9 @@ def _centre_fit(volume: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     return out
 
 
-def _resize(stack: np.ndarray, size: tuple[int, ...], mode: str) -> np.ndarray:
-    """Resize a (C, D, H, W) stack in one batched call."""
+def resize_stack(stack: np.ndarray, size: tuple[int, ...], mode: str) -> np.ndarray:
+    """Resize a (C, D, H, W) stack in one batched call (``mode``: area, trilinear or nearest,
+    the last for label masks)."""
     if tuple(stack.shape[1:]) == tuple(size):
         return stack
     import torch
@@ -248,14 +250,17 @@ def _resize(stack: np.ndarray, size: tuple[int, ...], mode: str) -> np.ndarray:
     tensor = torch.from_numpy(np.ascontiguousarray(stack))[None]
     with torch.no_grad():
         enlarging = any(s > h for s, h in zip(size, stack.shape[1:], strict=True))
-        if mode == "area" and not enlarging:  # area averaging cannot enlarge smoothly
+        if mode == "nearest":
+            out = F.interpolate(tensor, size=tuple(size), mode="nearest")
+        elif mode == "area" and not enlarging:  # area averaging cannot enlarge smoothly
             out = F.adaptive_avg_pool3d(tensor, tuple(size))
         else:
             out = F.interpolate(tensor, size=tuple(size), mode="trilinear", align_corners=False)
     return out[0].numpy()
 
 
-def _normalise(volume: np.ndarray, method: str) -> np.ndarray:
+def normalise(volume: np.ndarray, method: str) -> np.ndarray:
+    """z-score or min-max over the non-zero (brain) voxels; the background stays 0."""
     nonzero = volume != 0
     if not nonzero.any():
         return volume
@@ -347,14 +352,14 @@ def preprocess_patient(
     if config.region == "tumour_mask_fixed_crop":
         box = _scaled_box(config.crop_box, shape)
     elif config.region == "tumour_bbox":
-        box = _bbox(tumour, config.margin)
+        box = bounding_box(tumour, config.margin)
     else:
         ref_name = "reference" if "reference" in views else reference_modality(row)
         brain = views[ref_name] != 0
         if not brain.any():
             raise input_error(all_paths[ref_name], None,
                               f"patient {patient_id}: volume is empty (all zero)")
-        box = _bbox(brain, config.margin)
+        box = bounding_box(brain, config.margin)
 
     names = list(paths)
     stack = np.stack([np.asarray(views[m][box], dtype=np.float32) for m in names])
@@ -367,10 +372,10 @@ def preprocess_patient(
         size = size * config.downscale
     elif config.target_shape is not None:
         size = np.asarray(config.target_shape, dtype=float)
-    stack = _resize(stack, tuple(max(1, int(round(s))) for s in size), config.interpolation)
+    stack = resize_stack(stack, tuple(max(1, int(round(s))) for s in size), config.interpolation)
     if config.downscale is not None and config.target_shape is not None:
         stack = _centre_fit(stack, config.target_shape)
-    return {m: _normalise(stack[i], config.intensity) for i, m in enumerate(names)}
+    return {m: normalise(stack[i], config.intensity) for i, m in enumerate(names)}
 
 
 def file_identity(path: str | Path, content_hash: bool = False) -> dict[str, Any]:

@@ -48,30 +48,30 @@ def resolve_device(name: str = "auto") -> torch.device:
 def build_model(method: str, depth: int, weights: str | None, in_channels: int, dropout: float,
                 training: TrainingConfig, steps_per_epoch: int = 1,
                 shortcut_type: str | None = None) -> nn.Module:
-    """The network of ``method``: a MedicalNet ResNet with a transfer strategy, or SpotTune.
+    """The network of ``method`` (see :mod:`gliotl.mgmt.methods`): a MedicalNet ResNet with a
+    transfer strategy, or SpotTune.
 
-    ``random_init`` never loads weights; every other method needs pretrained ``weights`` to
-    mean what its name says, but also runs without them (then it starts from random weights).
+    A method that is not ``pretrained`` never loads weights; every other one needs pretrained
+    ``weights`` to mean what its name says, but also runs without them (random start).
     """
+    from gliotl.mgmt.methods import method_spec
     from gliotl.mgmt.models.finetune import configure_strategy
     from gliotl.mgmt.models.resnet import medicalnet_resnet
     from gliotl.mgmt.models.spottune import SpotTune
 
-    start = None if method == "random_init" else weights
-    backbone = medicalnet_resnet(depth, weights=start, in_channels=in_channels, dropout=dropout,
+    spec = method_spec(method)
+    backbone = medicalnet_resnet(depth, weights=weights if spec.pretrained else None,
+                                 in_channels=in_channels, dropout=dropout,
                                  shortcut_type=shortcut_type)
-    if method in ("random_init", "standard", "full", "linear_probe"):
-        return configure_strategy(backbone, method)
-    if method in ("spottune", "spottune_global"):
-        anneal = training.epochs * max(1, steps_per_epoch)
-        return SpotTune(
-            backbone, mode="adaptive" if method == "spottune" else "global",
-            budget=training.spottune_budget if method == "spottune_global" else None,
-            temperature=training.temperature, final_temperature=training.final_temperature,
-            anneal_steps=anneal if training.final_temperature is not None else 0,
-        )
-    raise GliotlError(f"method '{method}': expected one of random_init, standard, full, "
-                      "linear_probe, spottune, spottune_global")
+    if spec.spottune is None:
+        return configure_strategy(backbone, spec.strategy)
+    anneal = training.epochs * max(1, steps_per_epoch)
+    return SpotTune(
+        backbone, mode=spec.spottune,
+        budget=training.spottune_budget if spec.spottune == "global" else None,
+        temperature=training.temperature, final_temperature=training.final_temperature,
+        anneal_steps=anneal if training.final_temperature is not None else 0,
+    )
 
 
 def optimizer_for(model: nn.Module, training: TrainingConfig) -> torch.optim.Optimizer:
