@@ -127,6 +127,35 @@ def dice_score(logits: torch.Tensor, target: torch.Tensor) -> float:
     return 1.0 if denom == 0 else 2 * inter / denom
 
 
+def _pretrain_epoch(network: SegmentationNetwork, data: tuple[np.ndarray, np.ndarray],
+                    batch_size: int, rng: np.random.Generator, optimizer: torch.optim.Optimizer,
+                    loss_fn: nn.Module, dev: torch.device) -> tuple[float, float, int]:
+    """One shuffled pass with seeded flips; returns (summed loss, summed Dice, volumes seen)."""
+    images, masks = data
+    network.train()
+    order = rng.permutation(len(images))
+    total, dice, n = 0.0, 0.0, 0
+    for begin in range(0, len(order), batch_size):
+        idx = order[begin: begin + batch_size]
+        if len(idx) < 2 and len(order) > 1:  # BatchNorm needs more than one sample
+            continue
+        x = torch.from_numpy(images[idx]).to(dev)
+        y = torch.from_numpy(masks[idx]).to(dev)
+        flip = rng.random(3) < 0.5  # cheap seeded flips, same for image and mask
+        dims = [2 + a for a in range(3) if flip[a]]
+        if dims:
+            x, y = x.flip(dims), y.flip(dims)
+        optimizer.zero_grad(set_to_none=True)
+        logits = network(x)
+        loss = loss_fn(logits, y)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach()) * len(idx)
+        dice += dice_score(logits.detach(), y) * len(idx)
+        n += len(idx)
+    return total, dice, n
+
+
 def pretrain_segmentation(
     cohort: Cohort,
     out: str | Path,
@@ -161,27 +190,8 @@ def pretrain_segmentation(
     rows = []
     start = time.perf_counter()
     for epoch in range(epochs):
-        network.train()
-        order = rng.permutation(len(images))
-        total, dice, n = 0.0, 0.0, 0
-        for begin in range(0, len(order), batch_size):
-            idx = order[begin: begin + batch_size]
-            if len(idx) < 2 and len(order) > 1:  # BatchNorm needs more than one sample
-                continue
-            x = torch.from_numpy(images[idx]).to(dev)
-            y = torch.from_numpy(masks[idx]).to(dev)
-            flip = rng.random(3) < 0.5  # cheap seeded flips, same for image and mask
-            dims = [2 + a for a in range(3) if flip[a]]
-            if dims:
-                x, y = x.flip(dims), y.flip(dims)
-            optimizer.zero_grad(set_to_none=True)
-            logits = network(x)
-            loss = loss_fn(logits, y)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(idx)
-            dice += dice_score(logits.detach(), y) * len(idx)
-            n += len(idx)
+        total, dice, n = _pretrain_epoch(network, (images, masks), batch_size, rng, optimizer,
+                                         loss_fn, dev)
         row = {"epoch": epoch, "loss": total / max(n, 1), "dice": dice / max(n, 1),
                "seconds": time.perf_counter() - start}
         rows.append(row)
