@@ -13,7 +13,9 @@ import json
 import multiprocessing
 import os
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -159,26 +161,11 @@ class VolumeCache:
 
         bar, task_id = _progress(progress, len(tasks))
         try:
-            if workers == 1:
-                for row, mods in tasks:
-                    self._record(report, on_error, _fill_patient(row, mods, *args))
+            with closing(_outcomes(tasks, args, workers)) as outcomes:  # a raise stops the pool
+                for outcome in outcomes:
+                    self._record(report, on_error, outcome)
                     if bar:
                         bar.advance(task_id)
-            else:
-                ctx = multiprocessing.get_context("spawn")
-                with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-                    pending = {pool.submit(_fill_patient, row, mods, *args) for row, mods in tasks}
-                    try:
-                        while pending:
-                            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                            for future in done:
-                                self._record(report, on_error, future.result())
-                                if bar:
-                                    bar.advance(task_id)
-                    except BaseException:
-                        for future in pending:
-                            future.cancel()
-                        raise
         finally:
             if bar:
                 bar.stop()
@@ -193,6 +180,28 @@ class VolumeCache:
             raise GliotlError(error)
         else:
             report.failed[patient_id] = error
+
+
+def _outcomes(tasks: list[tuple[dict[str, Any], list[str]]], args: tuple, workers: int
+              ) -> Iterator[tuple[str, str | None]]:
+    """``_fill_patient`` of every task, in this process or in ``workers`` spawned ones, as each
+    ends; an error stops the pool (pending patients are cancelled)."""
+    if workers == 1:
+        for row, mods in tasks:
+            yield _fill_patient(row, mods, *args)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        pending = {pool.submit(_fill_patient, row, mods, *args) for row, mods in tasks}
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield future.result()
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
 
 
 def _progress(enabled: bool, total: int) -> tuple[Any, Any]:

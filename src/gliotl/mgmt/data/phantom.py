@@ -37,6 +37,7 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -259,6 +260,69 @@ def _write_patient(out: Path, patient_id: str, shape: tuple[int, int, int],
             future.result()
 
 
+def _check_arguments(n_patients: int, shape: tuple[int, ...], signal: float,
+                     fractions: dict[str, float]) -> None:
+    if n_patients < 1:
+        raise GliotlError(f"--patients must be >= 1, got {n_patients}")
+    if len(shape) != 3 or min(shape) < 16:
+        raise GliotlError(f"shape must be three sizes >= 16 (x, y, z), got {shape}")
+    for name, value in fractions.items():
+        if not 0.0 <= value <= 1.0:
+            raise GliotlError(f"{name} must be in [0, 1], got {value}")
+    if fractions["indeterminate_fraction"] + fractions["not_available_fraction"] > 1.0:
+        raise GliotlError("indeterminate_fraction + not_available_fraction must be <= 1")
+    if signal < 0:
+        raise GliotlError(f"signal must be >= 0, got {signal}")
+
+
+def _assign(n_patients: int, fractions: dict[str, float], rng: np.random.Generator
+            ) -> tuple[list[str], set, set, set, set]:
+    """Label status with exact counts, randomly assigned; then the patients without DTI,
+    without DSC, with an expert segmentation and with a follow-up scan."""
+    n_ind = int(round(n_patients * fractions["indeterminate_fraction"]))
+    n_na = int(round(n_patients * fractions["not_available_fraction"]))
+    n_lab = n_patients - n_ind - n_na
+    n_meth = int(round(n_lab * METHYLATED_FRACTION))
+    if n_lab >= 2:
+        n_meth = min(max(n_meth, 1), n_lab - 1)
+    status = (["Methylated"] * n_meth + ["Unmethylated"] * (n_lab - n_meth)
+              + ["Indeterminate"] * n_ind + ["Not Available"] * n_na)
+    status = [status[i] for i in rng.permutation(n_patients)]
+    subsets = [set(rng.permutation(n_patients)[: int(round(n_patients * fractions[name]))])
+               for name in ("missing_dti_fraction", "missing_dsc_fraction", "expert_fraction")]
+    follow = fractions["followup_fraction"]
+    n_follow = max(1, int(round(n_patients * follow))) if follow else 0
+    followups = set(rng.permutation(n_patients)[:n_follow])
+    return status, subsets[0], subsets[1], subsets[2], followups
+
+
+def _tumour_traits(prng: np.random.Generator, mgmt: str, signal: float
+                   ) -> tuple[int, float, float]:
+    """(hidden label, necrotic fraction, enhancement): MGMT shifts both tumour traits."""
+    hidden = {"Methylated": 1, "Unmethylated": 0}.get(mgmt, int(prng.integers(2)))
+    sign = 1.0 if hidden == 1 else -1.0
+    necrotic = prng.normal(NECROSIS_MEAN - SHIFT_SD * signal * NECROSIS_SD * sign, NECROSIS_SD)
+    enhance = prng.normal(ENHANCE_MEAN + SHIFT_SD * signal * ENHANCE_SD * sign, ENHANCE_SD)
+    return hidden, float(np.clip(necrotic, 0.02, 0.9)), float(np.clip(enhance, 0.05, 2))
+
+
+def _clinical_row(patient_id: str, mgmt: str, prng: np.random.Generator) -> dict[str, Any]:
+    """A clinical-table row in UPenn-GBM's columns (the other values are random)."""
+    return {
+        "ID": patient_id,
+        "Gender": "M" if prng.random() < 0.6 else "F",
+        "Age_at_scan_years": round(float(prng.normal(63, 11)), 2),
+        "Survival_from_surgery_days_UPDATED": int(prng.integers(30, 1500)),
+        "Survival_Status": "Deceased" if prng.random() < 0.8 else "Alive",
+        "Survival_Censor": "",
+        "IDH1": "Wildtype",
+        "MGMT": mgmt,
+        "KPS": int(prng.choice([70, 80, 90, 100])),
+        "GTR_over90percent": "Y" if prng.random() < 0.5 else "N",
+        "PsP_TP_score": "",
+    }
+
+
 def make_phantom_cohort(
     out: str | Path,
     n_patients: int,
@@ -275,54 +339,23 @@ def make_phantom_cohort(
 ) -> pd.DataFrame:
     """Write a phantom UPenn-GBM cohort of ``n_patients`` pre-operative patients; returns the
     truth table (also written as ``phantom_truth.csv``). Deterministic for a given seed."""
-    if n_patients < 1:
-        raise GliotlError(f"--patients must be >= 1, got {n_patients}")
+    fractions = {"missing_dti_fraction": missing_dti_fraction,
+                 "missing_dsc_fraction": missing_dsc_fraction,
+                 "indeterminate_fraction": indeterminate_fraction,
+                 "not_available_fraction": not_available_fraction,
+                 "followup_fraction": followup_fraction, "expert_fraction": expert_fraction}
     shape = tuple(int(n) for n in shape)
-    if len(shape) != 3 or min(shape) < 16:
-        raise GliotlError(f"shape must be three sizes >= 16 (x, y, z), got {shape}")
-    for name, value in [("missing_dti_fraction", missing_dti_fraction),
-                        ("missing_dsc_fraction", missing_dsc_fraction),
-                        ("indeterminate_fraction", indeterminate_fraction),
-                        ("not_available_fraction", not_available_fraction),
-                        ("followup_fraction", followup_fraction),
-                        ("expert_fraction", expert_fraction)]:
-        if not 0.0 <= value <= 1.0:
-            raise GliotlError(f"{name} must be in [0, 1], got {value}")
-    if indeterminate_fraction + not_available_fraction > 1.0:
-        raise GliotlError("indeterminate_fraction + not_available_fraction must be <= 1")
-    if signal < 0:
-        raise GliotlError(f"signal must be >= 0, got {signal}")
+    _check_arguments(n_patients, shape, signal, fractions)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng([seed, 0])
-
-    # label status with exact counts, then a random assignment to patients
-    n_ind = int(round(n_patients * indeterminate_fraction))
-    n_na = int(round(n_patients * not_available_fraction))
-    n_lab = n_patients - n_ind - n_na
-    n_meth = int(round(n_lab * METHYLATED_FRACTION))
-    if n_lab >= 2:
-        n_meth = min(max(n_meth, 1), n_lab - 1)
-    status = (["Methylated"] * n_meth + ["Unmethylated"] * (n_lab - n_meth)
-              + ["Indeterminate"] * n_ind + ["Not Available"] * n_na)
-    status = [status[i] for i in rng.permutation(n_patients)]
-    no_dti = set(rng.permutation(n_patients)[: int(round(n_patients * missing_dti_fraction))])
-    no_dsc = set(rng.permutation(n_patients)[: int(round(n_patients * missing_dsc_fraction))])
-    expert = set(rng.permutation(n_patients)[: int(round(n_patients * expert_fraction))])
-    n_follow = max(1, int(round(n_patients * followup_fraction))) if followup_fraction else 0
-    followups = set(rng.permutation(n_patients)[:n_follow])
-
+    status, no_dti, no_dsc, expert, followups = _assign(
+        n_patients, fractions, np.random.default_rng([seed, 0]))
     template = _template()
     truth, clinical = [], []
     for index in range(n_patients):
         prng = np.random.default_rng([seed, 1, index])
         mgmt = status[index]
-        hidden = {"Methylated": 1, "Unmethylated": 0}.get(mgmt, int(prng.integers(2)))
-        sign = 1.0 if hidden == 1 else -1.0
-        necrotic = prng.normal(NECROSIS_MEAN - SHIFT_SD * signal * NECROSIS_SD * sign,
-                               NECROSIS_SD)
-        enhance = prng.normal(ENHANCE_MEAN + SHIFT_SD * signal * ENHANCE_SD * sign, ENHANCE_SD)
-        necrotic, enhance = float(np.clip(necrotic, 0.02, 0.9)), float(np.clip(enhance, 0.05, 2))
+        hidden, necrotic, enhance = _tumour_traits(prng, mgmt, signal)
         base = f"UPENN-GBM-{index + 1:05d}"
         scans = [(f"{base}_11", False)] + ([(f"{base}_21", True)] if index in followups else [])
         for patient_id, is_followup in scans:
@@ -334,19 +367,7 @@ def make_phantom_cohort(
                 "has_dti": index not in no_dti, "has_dsc": index not in no_dsc,
                 "has_expert_segm": index in expert, "followup": is_followup,
             })
-            clinical.append({
-                "ID": patient_id,
-                "Gender": "M" if prng.random() < 0.6 else "F",
-                "Age_at_scan_years": round(float(prng.normal(63, 11)), 2),
-                "Survival_from_surgery_days_UPDATED": int(prng.integers(30, 1500)),
-                "Survival_Status": "Deceased" if prng.random() < 0.8 else "Alive",
-                "Survival_Censor": "",
-                "IDH1": "Wildtype",
-                "MGMT": mgmt,
-                "KPS": int(prng.choice([70, 80, 90, 100])),
-                "GTR_over90percent": "Y" if prng.random() < 0.5 else "N",
-                "PsP_TP_score": "",
-            })
+            clinical.append(_clinical_row(patient_id, mgmt, prng))
         if progress:
             print(f"phantom patient {index + 1}/{n_patients}", flush=True)
     truth_frame = pd.DataFrame(truth)

@@ -91,6 +91,20 @@ class PolicyNet(nn.Module):
         return self.fc(h).view(-1, self.n_blocks, 2)
 
 
+def _check_arguments(mode: str, budget: int | None, n_blocks: int, temperature: float,
+                     final_temperature: float | None, policy: nn.Module | None) -> None:
+    if mode not in ("adaptive", "global"):
+        raise GliotlError(
+            f"SpotTune: field 'mode': expected 'adaptive' or 'global', got {mode!r}"
+        )
+    if budget is not None and not 0 <= budget <= n_blocks:
+        raise GliotlError(f"SpotTune: field 'budget': expected 0..{n_blocks}, got {budget}")
+    if temperature <= 0 or (final_temperature is not None and final_temperature <= 0):
+        raise GliotlError("SpotTune: field 'temperature': expected a positive number")
+    if mode == "global" and policy is not None:
+        raise GliotlError("SpotTune: field 'policy': a policy network needs mode='adaptive'")
+
+
 class SpotTune(nn.Module):
     """SpotTune wrapper: frozen + tuned copy of every residual block, routed by a policy.
 
@@ -117,18 +131,11 @@ class SpotTune(nn.Module):
         force_gate: str | None = None,
     ) -> None:
         super().__init__()
-        if mode not in ("adaptive", "global"):
-            raise GliotlError(
-                f"SpotTune: field 'mode': expected 'adaptive' or 'global', got {mode!r}"
-            )
-        self.backbone = backbone
         frozen = [block for _, block in backbone.residual_blocks()]
-        self.block_names = [name for name, _ in backbone.residual_blocks()]
         n_blocks = len(frozen)
-        if budget is not None and not 0 <= budget <= n_blocks:
-            raise GliotlError(f"SpotTune: field 'budget': expected 0..{n_blocks}, got {budget}")
-        if temperature <= 0 or (final_temperature is not None and final_temperature <= 0):
-            raise GliotlError("SpotTune: field 'temperature': expected a positive number")
+        _check_arguments(mode, budget, n_blocks, temperature, final_temperature, policy)
+        self.backbone = backbone
+        self.block_names = [name for name, _ in backbone.residual_blocks()]
         self.mode = mode
         self.budget = budget
         self.budget_weight = budget_weight
@@ -148,15 +155,10 @@ class SpotTune(nn.Module):
         backbone.head.requires_grad_(True)
 
         if mode == "adaptive":
-            if policy is None:
-                policy = PolicyNet(backbone.in_channels, n_blocks)
-            self.policy = policy
+            self.policy = policy if policy is not None else PolicyNet(backbone.in_channels,
+                                                                      n_blocks)
             self.global_logits = None
         else:
-            if policy is not None:
-                raise GliotlError(
-                    "SpotTune: field 'policy': a policy network needs mode='adaptive'"
-                )
             self.policy = None
             # Zero logits: equal odds in training; argmax ties resolve to the frozen copy.
             self.global_logits = nn.Parameter(torch.zeros(n_blocks, 2))
