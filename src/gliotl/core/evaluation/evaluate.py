@@ -142,6 +142,24 @@ def validate_predictions(
         score_column = score_column or ("y_score" if "y_score" in frame.columns else "y_pred")
         require_columns(frame, [score_column], source)
         frame["y_pred"] = frame[score_column]
+    _canonical_keys(frame, by, source)
+    unknown = frame.loc[~frame["role"].isin(PREDICTION_ROLES), "role"]
+    if not unknown.empty:
+        raise input_error(source, "role", f"unknown role '{unknown.iloc[0]}'; expected test or val")
+    y_true, y_pred = check_arrays(
+        pd.to_numeric(frame["y_true"], errors="coerce"),
+        pd.to_numeric(frame["y_pred"], errors="coerce"),
+        source, "y_true", score_column or "y_pred",
+    )
+    if task == "classification":
+        y_true = check_binary(y_true, source, require_both=False).astype(float)
+    frame["y_true"], frame["y_pred"] = y_true, y_pred
+    _check_rows(frame, by, source)
+    return frame.reset_index(drop=True)
+
+
+def _canonical_keys(frame: pd.DataFrame, by: Sequence[str], source: str) -> None:
+    """Key columns in place: names as non-blank strings, repeat and fold as integers."""
     for column in ("method", "sample_id", "role", *by):
         n_missing = int(frame[column].isna().sum())
         if n_missing:
@@ -157,17 +175,10 @@ def validate_predictions(
             raise input_error(source, column, f"value '{value}'; expected an integer >= 0"
                               + ensemble)
         frame[column] = numbers.astype("int64")
-    unknown = frame.loc[~frame["role"].isin(PREDICTION_ROLES), "role"]
-    if not unknown.empty:
-        raise input_error(source, "role", f"unknown role '{unknown.iloc[0]}'; expected test or val")
-    y_true, y_pred = check_arrays(
-        pd.to_numeric(frame["y_true"], errors="coerce"),
-        pd.to_numeric(frame["y_pred"], errors="coerce"),
-        source, "y_true", score_column or "y_pred",
-    )
-    if task == "classification":
-        y_true = check_binary(y_true, source, require_both=False).astype(float)
-    frame["y_true"], frame["y_pred"] = y_true, y_pred
+
+
+def _check_rows(frame: pd.DataFrame, by: Sequence[str], source: str) -> None:
+    """One row per (method, by, sample, repeat, fold, role), and some test rows."""
     row_key = ["method", *by, "sample_id", "repeat", "fold", "role"]
     dup = frame.duplicated(row_key)
     if dup.any():
@@ -177,7 +188,6 @@ def validate_predictions(
                           f"{row['fold']} ({row['role']}); expected one row each")
     if not (frame["role"] == "test").any():
         raise input_error(source, "role", "no 'test' rows; expected test predictions")
-    return frame.reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -440,6 +450,14 @@ def _with_delong(row: dict[str, Any], part: pd.DataFrame) -> dict[str, Any]:
     return row
 
 
+def _delong_pooled(pooled: pd.DataFrame, pooled_rows: pd.DataFrame, keys: list[str]
+                   ) -> pd.DataFrame:
+    """The pooled level with DeLong's AUC and interval (rows and groups share their order)."""
+    parts = (part for _, part in pooled_rows.groupby(keys, sort=True))
+    return pd.DataFrame([_with_delong(row, part) for row, part in zip(
+        pooled.to_dict("records"), parts, strict=True)])
+
+
 def _per_fold(task: str, frame: pd.DataFrame, keys: list[str],
               thresholds: pd.DataFrame | None, delong: bool, source: str) -> pd.DataFrame:
     test = frame[frame["role"] == "test"]
@@ -516,8 +534,7 @@ def evaluate_predictions(
         for group, part in pooled_rows.groupby(keys, sort=True)
     ])
     if delong:
-        pooled = pd.DataFrame([_with_delong(row, part) for row, (_, part) in zip(
-            pooled.to_dict("records"), pooled_rows.groupby(keys, sort=True), strict=True)])
+        pooled = _delong_pooled(pooled, pooled_rows, keys)
     summary = _summary(per_fold, per_repeat, pooled, keys, metric_names, ci_metrics)
     comparisons = _comparisons(frame, per_fold, per_repeat, pooled_rows, task, keys, by,
                                reference, primary, pair_on, source)
