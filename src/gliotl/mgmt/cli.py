@@ -47,15 +47,15 @@ def phantom_command(
 
 @mgmt_app.command("prepare")
 def prepare_command(
-    config: Path = typer.Argument(..., help="YAML: cohort source, preprocess, cache_dir, "
-                                  "workers (see gliotl.mgmt.data.prepare)."),
+    config: Path = typer.Argument(..., help="YAML: cohort, preprocessing, cache_dir, "
+                                  "cache_workers (e.g. configs/upenn_prepare.yaml)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Preprocess a cohort into the volume cache (parallel, resumable) and write its table."""
     from gliotl.core.config import load_config
     from gliotl.mgmt.data.prepare import PrepareConfig, run_prepare
 
-    settings = load_config(PrepareConfig, config).resolved(config.resolve().parent)
+    settings = load_config(PrepareConfig, config)
     cohort, report, table = run_prepare(settings, progress=progress)
     typer.echo(f"processed {len(report.processed)}, already cached {len(report.skipped)}, "
                f"failed {len(report.failed)}; cohort of {len(cohort.table)} patients -> {table}")

@@ -13,14 +13,13 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from gliotl.core.config import StrictModel, load_yaml, validate_config
+from gliotl.core.config import ConfigPath, StrictModel, load_yaml, validate_config
 from gliotl.errors import GliotlError
 from gliotl.mgmt.data.dataset import AugmentConfig
 from gliotl.mgmt.data.modalities import MODALITIES, MODALITY_GROUPS, resolve_modalities
 from gliotl.mgmt.data.preprocess import PreprocessConfig
-
-METHODS = ("random_init", "standard", "full", "linear_probe", "spottune", "spottune_global")
-"""The compared methods: the four conventional strategies and the two SpotTune variants."""
+from gliotl.mgmt.data.source import CohortConfig
+from gliotl.mgmt.methods import METHODS, method_spec
 
 DEFAULT_GROUPS: dict[str, list[str]] = {
     "struct": list(MODALITY_GROUPS["struct"]),
@@ -32,38 +31,6 @@ DEFAULT_GROUPS: dict[str, list[str]] = {
     "all": list(MODALITIES),
 }
 """The paper's modality groups scored by late fusion (restricted to the configured modalities)."""
-
-
-class CohortConfig(StrictModel):
-    """Where the patients come from.
-
-    ``upenn``: ``root`` (TCIA layout) and optional ``clinical`` table; ``rsna``: ``root`` and
-    ``labels_csv``; ``table``: a cohort table CSV (``table``); ``phantom``: generated into the
-    run's ``cohort/`` folder from ``n_patients``, ``shape`` (x, y, z), ``signal`` and ``seed``.
-    """
-
-    kind: Literal["upenn", "rsna", "table", "phantom"]
-    root: str | None = None
-    clinical: str | None = None
-    segmentation: Literal["automated", "expert"] = "automated"
-    labels_csv: str | None = None
-    table: str | None = None
-    n_patients: int = Field(60, ge=4)
-    shape: tuple[int, int, int] = (40, 40, 32)
-    signal: float = Field(1.0, ge=0.0)
-    seed: int = 0
-    phantom_options: dict[str, Any] = Field(
-        {}, description="extra keyword arguments of make_phantom_cohort (missing fractions ...)"
-    )
-
-    @model_validator(mode="after")
-    def _check_paths(self) -> CohortConfig:
-        needed = {"upenn": ["root"], "rsna": ["root", "labels_csv"], "table": ["table"],
-                  "phantom": []}[self.kind]
-        for key in needed:
-            if not getattr(self, key):
-                raise ValueError(f"cohort kind '{self.kind}' needs '{key}'")
-        return self
 
 
 class PretrainConfig(StrictModel):
@@ -85,7 +52,8 @@ class PretrainConfig(StrictModel):
 
 class ModelConfig(StrictModel):
     depth: Literal[10, 18, 34, 50, 101, 152, 200] = 50
-    weights: str | None = Field(None, description="MedicalNet checkpoint; null -> pretrain/none")
+    weights: ConfigPath | None = Field(None,
+                                       description="MedicalNet checkpoint; null -> pretrain/none")
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     shortcut_type: Literal["A", "B"] | None = None
     pretrain: PretrainConfig | None = None
@@ -114,9 +82,7 @@ class TrainingConfig(StrictModel):
 class MethodConfig(StrictModel):
     """A method and optional training overrides (e.g. a larger lr for random init)."""
 
-    name: Literal[
-        "random_init", "standard", "full", "linear_probe", "spottune", "spottune_global"
-    ]
+    name: Literal[METHODS]  # type: ignore[valid-type]  # the registry's names
     training: dict[str, Any] = {}
 
     @model_validator(mode="after")
@@ -130,7 +96,7 @@ class MethodConfig(StrictModel):
 class SplitConfig(StrictModel):
     test_size: float = Field(0.3, gt=0, lt=1)
     n_splits: int = Field(5, ge=2)
-    splits_file: str | None = None
+    splits_file: ConfigPath | None = None
 
 
 class FusionConfig(StrictModel):
@@ -163,7 +129,7 @@ class MGMTExperimentConfig(StrictModel):
     seed: int = 0
     cohort: CohortConfig
     preprocessing: PreprocessConfig = PreprocessConfig()
-    cache_dir: str | None = Field(None, description="volume cache; default <run>/cache")
+    cache_dir: ConfigPath | None = Field(None, description="volume cache; default <run>/cache")
     cache_workers: int = Field(1, ge=1)
     modalities: list[str] = list(MODALITIES)
     input_mode: Literal["per_modality", "stacked"] = "per_modality"
@@ -197,14 +163,15 @@ class MGMTExperimentConfig(StrictModel):
         if self.reference not in names:
             raise ValueError(f"reference method '{self.reference}' is not among the methods")
         for method in self.methods:
-            TrainingConfig.model_validate({**self.training.model_dump(), **method.training})
+            self.training_for(method.name)
         return self
 
     # -- derived ---------------------------------------------------------------------------
     def training_for(self, method: str) -> TrainingConfig:
         """The training settings of ``method``: the shared ones with its overrides applied."""
         spec = next(m for m in self.methods if m.name == method)
-        return TrainingConfig.model_validate({**self.training.model_dump(), **spec.training})
+        return TrainingConfig.model_validate({**self.training.model_dump(),
+                                              **method_spec(method).training, **spec.training})
 
     def units(self) -> list[str]:
         """What one network sees: each modality (per_modality) or the stack of all."""
@@ -223,40 +190,6 @@ class MGMTExperimentConfig(StrictModel):
                 groups[name] = present
                 seen.add(tuple(present))
         return groups
-
-
-PATH_FIELDS = ("root", "clinical", "labels_csv", "table")
-
-
-def _absolute(value: str | None, base_dir: Path) -> str | None:
-    if value is None or Path(value).is_absolute():
-        return value
-    return str((base_dir / value).resolve())
-
-
-def _resolve_cohort(cohort: CohortConfig, base_dir: Path) -> CohortConfig:
-    return cohort.model_copy(update={k: _absolute(getattr(cohort, k), base_dir)
-                                     for k in PATH_FIELDS})
-
-
-def resolve_paths(config: MGMTExperimentConfig, base_dir: Path) -> MGMTExperimentConfig:
-    """Paths relative to the config file become absolute, so jobs and ``--resume`` from any
-    working directory read the same files (the resolved config is what the run records)."""
-    model = config.model
-    pretrain = model.pretrain
-    if pretrain is not None:
-        pretrain = pretrain.model_copy(update={"cohort": _resolve_cohort(pretrain.cohort,
-                                                                         base_dir)})
-    model = model.model_copy(update={"weights": _absolute(model.weights, base_dir),
-                                     "pretrain": pretrain})
-    split = config.split.model_copy(
-        update={"splits_file": _absolute(config.split.splits_file, base_dir)})
-    return config.model_copy(update={
-        "cohort": _resolve_cohort(config.cohort, base_dir),
-        "cache_dir": _absolute(config.cache_dir, base_dir),
-        "model": model,
-        "split": split,
-    })
 
 
 def load_mgmt_config(path: str | Path) -> tuple[MGMTExperimentConfig, Path]:
@@ -278,5 +211,4 @@ __all__ = [
     "SplitConfig",
     "TrainingConfig",
     "load_mgmt_config",
-    "resolve_paths",
 ]

@@ -29,10 +29,10 @@ def test_phantom_and_prepare_commands(tmp_path: Path):
 
     config = tmp_path / "prepare.yaml"
     config.write_text(yaml.safe_dump({
-        "cohort": {"format": "upenn", "root": "cohort"},
-        "preprocess": {"preset": "schmitz2024", "target_shape": [16, 20, 20]},
+        "cohort": {"kind": "upenn", "root": "cohort"},
+        "preprocessing": {"preset": "schmitz2024", "target_shape": [16, 20, 20]},
         "cache_dir": "cache",
-        "workers": 2,
+        "cache_workers": 2,
         "modalities": ["struct"],
         "on_error": "exclude",
     }))
@@ -48,6 +48,21 @@ def test_phantom_and_prepare_commands(tmp_path: Path):
     assert "processed 0" in result.output
 
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"cohort": {"format": "upenn"}, "cache_dir": "c"}))
+    bad.write_text(yaml.safe_dump({"cohort": {"kind": "upenn"}, "cache_dir": "c"}))
     result = runner.invoke(app, ["mgmt", "prepare", str(bad)])
     assert isinstance(result.exception, GliotlError) and "root" in str(result.exception)
+
+
+def test_shipped_prepare_config_shares_the_run_cohort_model():
+    """configs/upenn_prepare.yaml validates and resolves its paths like the experiment config."""
+    from gliotl.core.config import load_config
+    from gliotl.mgmt.config import load_mgmt_config
+    from gliotl.mgmt.data.prepare import PrepareConfig
+
+    configs = Path(__file__).resolve().parents[3] / "configs"
+    prepare = load_config(PrepareConfig, configs / "upenn_prepare.yaml")
+    run, _ = load_mgmt_config(configs / "schmitz2024.yaml")
+    assert prepare.cohort == run.cohort
+    assert prepare.cache_dir == run.cache_dir == str((configs / "../data/cache/schmitz2024")
+                                                      .resolve())
+    assert prepare.preprocessing == run.preprocessing

@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
+from gliotl.core.evaluation.evaluate import fold_ensemble
 from gliotl.core.evaluation.metrics import choose_threshold
 from gliotl.errors import GliotlError
 from gliotl.mgmt.config import MGMTExperimentConfig, TrainingConfig, load_mgmt_config
-from gliotl.mgmt.pipeline.fusion import evaluate_scores, fold_ensemble, fuse_groups
+from gliotl.mgmt.pipeline.fusion import evaluate_table, fuse_groups, holdout_metrics
 from gliotl.mgmt.pipeline.training import (
     build_model,
     checkpoint_score,
@@ -123,21 +124,21 @@ def test_fusion_thresholds_come_from_validation_only():
         for i in range(4):  # out-of-fold validation patients, one fold each
             rows.append(("m", "T1", f"v{fold}{i}", fold, "val", i % 2, 0.2 + 0.2 * (i % 2)))
     raw = pd.DataFrame(rows, columns=["method", "modality", "sample_id", "fold", "role",
-                                      "y_true", "y_pred"])
-    ens = fold_ensemble(raw)
+                                      "y_true", "y_pred"]).assign(repeat=0)
+    ens = fold_ensemble(raw, ["method", "modality"])
     test = ens[ens["role"] == "test"].set_index("sample_id")
     expected = raw[raw["role"] == "test"].groupby("sample_id")["y_pred"].mean()
     np.testing.assert_allclose(test.loc[expected.index, "y_pred"], expected)
     assert set(test["n_models"]) == {3}
     fused = fuse_groups(ens, {"struct": ["T1"]})
-    table = evaluate_scores(fused, "group")
+    table = holdout_metrics(fused, evaluate_table(fused, "group"), "group")
     val = fused[fused["role"] == "val"]
     assert table["threshold"].iloc[0] == choose_threshold(val["y_true"], val["y_pred"])
 
 
 def test_fusion_complete_versus_available():
     ens = pd.DataFrame({
-        "method": "m", "modality": ["T1", "T2", "T1"], "role": "test",
+        "method": "m", "modality": ["T1", "T2", "T1"], "repeat": 0, "role": "test",
         "sample_id": ["a", "a", "b"], "y_true": [1, 1, 0], "y_pred": [0.2, 0.6, 0.3],
     })
     complete = fuse_groups(ens, {"s": ["T1", "T2"]}, "complete")

@@ -15,6 +15,12 @@ How the levels are built:
   of the folds' thresholds.
 * **pooled**: every repeat's pooled rows together, with a bootstrap CI that resamples samples
   (not rows), so a sample seen once per repeat is not counted as independent evidence.
+
+A row with ``fold`` = -1 (:data:`ENSEMBLE_FOLD`) is already a fold ensemble
+(:func:`fold_ensemble`): a table of such rows (e.g. MGMT's late fusion of fold-ensembled
+modalities) is evaluated as one fold whose threshold comes from all its val rows, the
+out-of-fold validation predictions. ``auc_ci="delong"`` reports ROC AUC with DeLong's interval
+at every level instead of a bootstrap one.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from gliotl.core.evaluation.metrics import (
     fast_spearman,
     regression_metrics,
 )
-from gliotl.core.evaluation.stats import delong_test, paired_wilcoxon
+from gliotl.core.evaluation.stats import delong_auc_ci, delong_test, paired_wilcoxon
 from gliotl.core.io import json_safe, require_columns
 from gliotl.errors import GliotlError, input_error
 
@@ -47,6 +53,9 @@ PREDICTION_ROLES = ("test", "val")
 TASKS = ("regression", "classification")
 DEFAULT_PRIMARY = {"regression": "spearman", "classification": "roc_auc"}
 THRESHOLD_METRICS = ("sensitivity", "specificity", "accuracy", "balanced_accuracy", "f1")
+ENSEMBLE_FOLD = -1
+"""``fold`` of a row that is the mean over a repeat's fold models (a fold ensemble)."""
+AUC_CIS = ("bootstrap", "delong")
 
 
 @dataclass
@@ -80,15 +89,19 @@ class Evaluation:
             "threshold": self.threshold,
             "keys": list(self.keys),
             "metrics": list(self.metrics),
-            "summary": _records(self.summary),
-            "comparisons": _records(self.comparisons),
-            "pooled": _records(self.pooled),
-            "per_repeat": _records(self.per_repeat),
-            "per_fold": _records(self.per_fold),
+            "summary": records(self.summary),
+            "comparisons": records(self.comparisons),
+            "pooled": records(self.pooled),
+            "per_repeat": records(self.per_repeat),
+            "per_fold": records(self.per_fold),
         }
 
 
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+def records(frame: pd.DataFrame | None) -> list[dict[str, Any]]:
+    """A table as JSON records through the one sanitiser: numpy scalars as Python numbers, NaN
+    as null (strict JSON)."""
+    if frame is None:
+        return []
     return [{str(k): json_safe(v) for k, v in row.items()} for row in frame.to_dict("records")]
 
 
@@ -121,18 +134,7 @@ def validate_predictions(
         score_column = score_column or ("y_score" if "y_score" in frame.columns else "y_pred")
         require_columns(frame, [score_column], source)
         frame["y_pred"] = frame[score_column]
-    for column in ("method", "sample_id", "role", *by):
-        n_missing = int(frame[column].isna().sum())
-        if n_missing:
-            raise input_error(source, column, f"{n_missing} missing values; expected no blanks")
-        frame[column] = frame[column].astype(str)
-    for column in ("repeat", "fold"):
-        numbers = pd.to_numeric(frame[column], errors="coerce")
-        bad = numbers.isna() | (numbers != np.floor(numbers)) | (numbers < 0)
-        if bad.any():
-            value = frame.loc[bad, column].iloc[0]
-            raise input_error(source, column, f"value '{value}'; expected an integer >= 0")
-        frame[column] = numbers.astype("int64")
+    _canonical_keys(frame, by, source)
     unknown = frame.loc[~frame["role"].isin(PREDICTION_ROLES), "role"]
     if not unknown.empty:
         raise input_error(source, "role", f"unknown role '{unknown.iloc[0]}'; expected test or val")
@@ -144,6 +146,31 @@ def validate_predictions(
     if task == "classification":
         y_true = check_binary(y_true, source, require_both=False).astype(float)
     frame["y_true"], frame["y_pred"] = y_true, y_pred
+    _check_rows(frame, by, source)
+    return frame.reset_index(drop=True)
+
+
+def _canonical_keys(frame: pd.DataFrame, by: Sequence[str], source: str) -> None:
+    """Key columns in place: names as non-blank strings, repeat and fold as integers."""
+    for column in ("method", "sample_id", "role", *by):
+        n_missing = int(frame[column].isna().sum())
+        if n_missing:
+            raise input_error(source, column, f"{n_missing} missing values; expected no blanks")
+        frame[column] = frame[column].astype(str)
+    for column in ("repeat", "fold"):
+        numbers = pd.to_numeric(frame[column], errors="coerce")
+        lowest = ENSEMBLE_FOLD if column == "fold" else 0
+        bad = numbers.isna() | (numbers != np.floor(numbers)) | (numbers < lowest)
+        if bad.any():
+            value = frame.loc[bad, column].iloc[0]
+            ensemble = f" (or {ENSEMBLE_FOLD}: a fold ensemble)" if column == "fold" else ""
+            raise input_error(source, column, f"value '{value}'; expected an integer >= 0"
+                              + ensemble)
+        frame[column] = numbers.astype("int64")
+
+
+def _check_rows(frame: pd.DataFrame, by: Sequence[str], source: str) -> None:
+    """One row per (method, by, sample, repeat, fold, role), and some test rows."""
     row_key = ["method", *by, "sample_id", "repeat", "fold", "role"]
     dup = frame.duplicated(row_key)
     if dup.any():
@@ -153,12 +180,24 @@ def validate_predictions(
                           f"{row['fold']} ({row['role']}); expected one row each")
     if not (frame["role"] == "test").any():
         raise input_error(source, "role", "no 'test' rows; expected test predictions")
-    return frame.reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------------------------
 # thresholds and pooling
 # --------------------------------------------------------------------------------------------
+
+
+def _choose_threshold(val: pd.DataFrame, threshold: str | float, fixed_value: float,
+                      source: str) -> tuple[float, str]:
+    """(threshold, how it was chosen) from validation rows ``val``."""
+    if isinstance(threshold, int | float) and not isinstance(threshold, bool):
+        return float(threshold), "fixed"
+    if threshold == "youden" and val["y_true"].nunique() == 2:
+        return choose_threshold(val["y_true"], val["y_pred"], "youden", source=source), \
+            "youden on val"
+    if threshold == "fixed":
+        return fixed_value, "fixed"
+    return fixed_value, "fixed (no val rows)" if val.empty else "fixed (val has one class)"
 
 
 def fold_thresholds(
@@ -170,30 +209,34 @@ def fold_thresholds(
         raise input_error(source, "threshold", f"'{threshold}'; expected youden, fixed or a number")
     rows = []
     for group, part in frame.groupby([*keys, "repeat", "fold"], sort=True):
-        val = part[part["role"] == "val"]
-        if isinstance(threshold, int | float) and not isinstance(threshold, bool):
-            value, how = float(threshold), "fixed"
-        elif threshold == "youden" and val["y_true"].nunique() == 2:
-            value = choose_threshold(val["y_true"], val["y_pred"], "youden", source=source)
-            how = "youden on val"
-        else:
-            value = fixed_value
-            how = "fixed" if threshold == "fixed" else (
-                "fixed (no val rows)" if val.empty else "fixed (val has one class)")
+        value, how = _choose_threshold(part[part["role"] == "val"], threshold, fixed_value,
+                                       source)
         rows.append({**dict(zip([*keys, "repeat", "fold"], group, strict=True)),
                      "threshold": value, "threshold_source": how})
     return pd.DataFrame(rows)
 
 
+def fold_ensemble(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Prediction rows of fold ensembles: per (keys, repeat, role, sample) the mean over the
+    fold models that predicted it (a K-fold val row comes from one model and keeps its value),
+    with ``fold`` = :data:`ENSEMBLE_FOLD` and ``n_models``."""
+    parts = [pool_test_predictions(frame, keys, role=role).drop(columns="threshold")
+             .assign(role=role, fold=ENSEMBLE_FOLD)
+             for role in PREDICTION_ROLES if (frame["role"] == role).any()]
+    return pd.concat(parts, ignore_index=True).sort_values(
+        [*keys, "repeat", "role", "sample_id"], kind="stable", ignore_index=True)
+
+
 def pool_test_predictions(
-    frame: pd.DataFrame, keys: list[str], thresholds: pd.DataFrame | None = None
+    frame: pd.DataFrame, keys: list[str], thresholds: pd.DataFrame | None = None,
+    role: str = "test",
 ) -> pd.DataFrame:
-    """Per (keys, repeat): one row per test sample.
+    """Per (keys, repeat): one row per test sample (or per sample of ``role``).
 
     Out-of-fold K-fold rows pass through; a sample tested in several folds (shared hold-out set)
     gets the mean of its fold models' predictions (and of their thresholds).
     """
-    test = frame[frame["role"] == "test"]
+    test = frame[frame["role"] == role]
     if thresholds is not None:
         test = test.merge(thresholds[[*keys, "repeat", "fold", "threshold"]],
                           on=[*keys, "repeat", "fold"], how="left")
@@ -374,6 +417,67 @@ def _delong_row(pooled_rows, by_filter, method, reference, base):
 # --------------------------------------------------------------------------------------------
 
 
+def _check_options(task: str, frame: pd.DataFrame, reference: str | None,
+                   metrics: Sequence[str | None], options: dict[str, str], source: str) -> None:
+    names = list(REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS)
+    for metric in metrics:
+        if metric not in names:
+            raise input_error(source, "primary_metric", f"'{metric}' for {task}; expected one of "
+                              + ", ".join(names))
+    allowed = {"pair_on": ("repeat", "fold"), "auc_ci": AUC_CIS}
+    for name, value in options.items():
+        if value not in allowed[name]:
+            raise input_error(source, name, f"'{value}'; expected " + " or ".join(allowed[name]))
+    if reference is not None and reference not in set(frame["method"]):
+        raise input_error(source, "method", f"reference method '{reference}' not in the table "
+                          f"(found: {', '.join(sorted(frame['method'].unique())[:8])})")
+
+
+def _with_delong(row: dict[str, Any], part: pd.DataFrame) -> dict[str, Any]:
+    """ROC AUC and its 95% interval from DeLong's variance (NaN with a single class)."""
+    auc = low = high = float("nan")
+    if part["y_true"].nunique() == 2:
+        auc, low, high = delong_auc_ci(part["y_true"].to_numpy(), part["y_pred"].to_numpy())
+    row.update({"roc_auc": auc, "roc_auc_ci_low": low, "roc_auc_ci_high": high})
+    return row
+
+
+def _delong_pooled(pooled: pd.DataFrame, pooled_rows: pd.DataFrame, keys: list[str]
+                   ) -> pd.DataFrame:
+    """The pooled level with DeLong's AUC and interval (rows and groups share their order)."""
+    parts = (part for _, part in pooled_rows.groupby(keys, sort=True))
+    return pd.DataFrame([_with_delong(row, part) for row, part in zip(
+        pooled.to_dict("records"), parts, strict=True)])
+
+
+def _per_fold(task: str, frame: pd.DataFrame, keys: list[str],
+              thresholds: pd.DataFrame | None, delong: bool, source: str) -> pd.DataFrame:
+    test = frame[frame["role"] == "test"]
+    if thresholds is not None:
+        test = test.merge(thresholds, on=[*keys, "repeat", "fold"], how="left")
+    rows = []
+    for group, part in test.groupby([*keys, "repeat", "fold"], sort=True):
+        row = dict(zip([*keys, "repeat", "fold"], group, strict=True))
+        row["n"] = int(len(part))
+        row.update(_metrics(task, part, allow_single_class=True, source=source))
+        if thresholds is not None:
+            row["threshold_source"] = part["threshold_source"].iloc[0]
+        rows.append(_with_delong(row, part) if delong else row)
+    return pd.DataFrame(rows)
+
+
+def _per_repeat(task: str, pooled_rows: pd.DataFrame, keys: list[str], delong: bool,
+                source: str) -> pd.DataFrame:
+    rows = []
+    for group, part in pooled_rows.groupby([*keys, "repeat"], sort=True):
+        row = dict(zip([*keys, "repeat"], group, strict=True))
+        row["n"] = int(len(part))
+        row["fold_ensemble"] = bool((part["n_models"] > 1).any())
+        row.update(_metrics(task, part, allow_single_class=False, source=source))
+        rows.append(_with_delong(row, part) if delong else row)
+    return pd.DataFrame(rows)
+
+
 def evaluate_predictions(
     predictions: pd.DataFrame,
     task: str,
@@ -389,6 +493,7 @@ def evaluate_predictions(
     fixed_threshold: float = 0.5,
     ci_metrics: Sequence[str] | None = None,
     source: str = "predictions",
+    auc_ci: str = "bootstrap",
 ) -> Evaluation:
     """Evaluate every method of a predictions table on identical splits.
 
@@ -397,55 +502,31 @@ def evaluate_predictions(
     classification with one repeat and a shared test set, DeLong on the pooled scores).
     ``by``: extra columns (e.g. ``modality``) that split a method into separately evaluated
     units; comparisons are then made within each value. ``ci_metrics``: metrics that get a
-    bootstrap CI on the pooled level (default: the primary metric).
+    bootstrap CI on the pooled level (default: the primary metric). ``auc_ci="delong"``: ROC
+    AUC and its CI at every level from DeLong's method (not bootstrapped).
     """
     by = list(by)
     frame = validate_predictions(predictions, task, source, by, score_column)
-    metric_names = list(REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS)
     primary = primary_metric or DEFAULT_PRIMARY[task]
-    for metric in [primary, *(ci_metrics or [])]:
-        if metric not in metric_names:
-            raise input_error(source, "primary_metric", f"'{metric}' for {task}; expected one of "
-                              + ", ".join(metric_names))
-    if pair_on not in ("repeat", "fold"):
-        raise input_error(source, "pair_on", f"'{pair_on}'; expected repeat or fold")
-    if reference is not None and reference not in set(frame["method"]):
-        raise input_error(source, "method", f"reference method '{reference}' not in the table "
-                          f"(found: {', '.join(sorted(frame['method'].unique())[:8])})")
+    _check_options(task, frame, reference, [primary, *(ci_metrics or [])],
+                   {"pair_on": pair_on, "auc_ci": auc_ci}, source)
+    metric_names = list(REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS)
     ci_metrics = list(ci_metrics) if ci_metrics is not None else [primary]
     keys = ["method", *by]
-
+    delong = task == "classification" and auc_ci == "delong"
     thresholds = None
     if task == "classification":
         thresholds = fold_thresholds(frame, keys, threshold, fixed_threshold, source)
-
-    test = frame[frame["role"] == "test"]
-    if thresholds is not None:
-        test = test.merge(thresholds, on=[*keys, "repeat", "fold"], how="left")
-    fold_rows = []
-    for group, part in test.groupby([*keys, "repeat", "fold"], sort=True):
-        row = dict(zip([*keys, "repeat", "fold"], group, strict=True))
-        row["n"] = int(len(part))
-        row.update(_metrics(task, part, allow_single_class=True, source=source))
-        if thresholds is not None:
-            row["threshold_source"] = part["threshold_source"].iloc[0]
-        fold_rows.append(row)
-    per_fold = pd.DataFrame(fold_rows)
-
+    per_fold = _per_fold(task, frame, keys, thresholds, delong, source)
     pooled_rows = pool_test_predictions(frame, keys, thresholds)
-    repeat_rows = []
-    for group, part in pooled_rows.groupby([*keys, "repeat"], sort=True):
-        row = dict(zip([*keys, "repeat"], group, strict=True))
-        row["n"] = int(len(part))
-        row["fold_ensemble"] = bool((part["n_models"] > 1).any())
-        row.update(_metrics(task, part, allow_single_class=False, source=source))
-        repeat_rows.append(row)
-    per_repeat = pd.DataFrame(repeat_rows)
-
+    per_repeat = _per_repeat(task, pooled_rows, keys, delong, source)
+    boot = [m for m in ci_metrics if not (delong and m == "roc_auc")]
     pooled = pd.DataFrame([
-        _pooled_row(task, keys, group, part, ci_metrics, n_boot, alpha, seed, source)
+        _pooled_row(task, keys, group, part, boot, n_boot, alpha, seed, source)
         for group, part in pooled_rows.groupby(keys, sort=True)
     ])
+    if delong:
+        pooled = _delong_pooled(pooled, pooled_rows, keys)
     summary = _summary(per_fold, per_repeat, pooled, keys, metric_names, ci_metrics)
     comparisons = _comparisons(frame, per_fold, per_repeat, pooled_rows, task, keys, by,
                                reference, primary, pair_on, source)
@@ -457,11 +538,14 @@ def evaluate_predictions(
 
 
 __all__ = [
+    "ENSEMBLE_FOLD",
     "PREDICTION_COLUMNS",
     "Evaluation",
     "GliotlError",
     "evaluate_predictions",
+    "fold_ensemble",
     "fold_thresholds",
     "pool_test_predictions",
+    "records",
     "validate_predictions",
 ]

@@ -19,8 +19,9 @@ from gliotl.mgmt.data.modalities import (
     resolve_modalities,
 )
 from gliotl.mgmt.data.phantom import make_phantom_cohort, oracle_auc
-from gliotl.mgmt.data.prepare import CohortSource, PrepareConfig, load_cohort, run_prepare
+from gliotl.mgmt.data.prepare import PrepareConfig, run_prepare
 from gliotl.mgmt.data.preprocess import PreprocessConfig, check_geometry, preprocess_patient
+from gliotl.mgmt.data.source import CohortConfig, load_cohort
 
 __all__ = [
     "MODALITIES",
@@ -28,7 +29,7 @@ __all__ = [
     "RSNA_MODALITIES",
     "AugmentConfig",
     "Cohort",
-    "CohortSource",
+    "CohortConfig",
     "FillReport",
     "MRIDataset",
     "PrepareConfig",

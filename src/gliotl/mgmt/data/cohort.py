@@ -171,41 +171,50 @@ def read_upenn(
     if segmentation not in ("automated", "expert"):
         raise input_error(root, "segmentation", "'automated' or 'expert' expected")
     clinical_path = Path(clinical) if clinical is not None else find_clinical_table(root)
-    frame = read_table(clinical_path, dtype=str, keep_default_na=False)
-    require_columns(frame, ["ID", "MGMT"], clinical_path)
-    if frame["ID"].duplicated().any():
-        dup = frame.loc[frame["ID"].duplicated(), "ID"].iloc[0]
-        raise input_error(clinical_path, "ID", f"unique patient ids expected ('{dup}' repeats)")
+    frame = _read_clinical(clinical_path)
     exclusions: Counter[str] = Counter()
     rows = []
     for patient_id, mgmt in zip(frame["ID"].str.strip(), frame["MGMT"], strict=True):
-        if patient_id.endswith("_21"):
-            exclusions["follow-up _21"] += 1
-            continue
-        label = _mgmt_label(mgmt, clinical_path, patient_id)
+        label = "follow-up _21" if patient_id.endswith("_21") else \
+            _mgmt_label(mgmt, clinical_path, patient_id)
         if isinstance(label, str):
             exclusions[label] += 1
             continue
-        row: dict[str, object] = {"patient_id": patient_id, "label": label}
-        for modality, (folder, suffix) in UPENN_FILES.items():
-            path = root / folder / patient_id / f"{patient_id}_{suffix}.nii.gz"
-            row[modality] = str(path) if path.is_file() else pd.NA
-        if segmentation == "automated":
-            seg = root / "automated_segm" / f"{patient_id}_automated_approx_segm.nii.gz"
-        else:
-            seg = root / "images_segm" / f"{patient_id}_segm.nii.gz"
-        row["segmentation"] = str(seg) if seg.is_file() else pd.NA
+        row = _upenn_row(root, patient_id, label, segmentation)
         missing = [m for m in ("T1", "T1GD", "T2", "FLAIR", "segmentation") if pd.isna(row[m])]
+        if missing and on_missing == "error":
+            raise input_error(root, missing[0],
+                              f"file missing for {patient_id} (required modality)")
         if missing:
-            if on_missing == "error":
-                raise input_error(
-                    root, missing[0], f"file missing for {patient_id} (required modality)"
-                )
             exclusions["missing files"] += 1
             continue
         rows.append(row)
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     return Cohort(table, dict(exclusions), f"upenn:{root}")
+
+
+def _read_clinical(path: Path) -> pd.DataFrame:
+    """The UPenn-GBM clinical table (``ID``, ``MGMT``), one row per scan id."""
+    frame = read_table(path, dtype=str, keep_default_na=False)
+    require_columns(frame, ["ID", "MGMT"], path)
+    if frame["ID"].duplicated().any():
+        dup = frame.loc[frame["ID"].duplicated(), "ID"].iloc[0]
+        raise input_error(path, "ID", f"unique patient ids expected ('{dup}' repeats)")
+    return frame
+
+
+def _upenn_row(root: Path, patient_id: str, label: int, segmentation: str) -> dict[str, object]:
+    """One cohort-table row: the patient's files that exist (missing ones empty)."""
+    row: dict[str, object] = {"patient_id": patient_id, "label": label}
+    for modality, (folder, suffix) in UPENN_FILES.items():
+        path = root / folder / patient_id / f"{patient_id}_{suffix}.nii.gz"
+        row[modality] = str(path) if path.is_file() else pd.NA
+    if segmentation == "automated":
+        seg = root / "automated_segm" / f"{patient_id}_automated_approx_segm.nii.gz"
+    else:
+        seg = root / "images_segm" / f"{patient_id}_segm.nii.gz"
+    row["segmentation"] = str(seg) if seg.is_file() else pd.NA
+    return row
 
 
 def read_rsna(
@@ -228,28 +237,42 @@ def read_rsna(
     exclusions: Counter[str] = Counter()
     rows = []
     for raw_id, value in zip(frame["BraTS21ID"].str.strip(), frame["MGMT_value"], strict=True):
-        if not raw_id.isdigit():
-            raise input_error(labels_path, "BraTS21ID", f"integer id expected, got '{raw_id}'")
-        if str(value).strip() not in ("0", "1"):
-            if str(value).strip() == "":
-                exclusions["Not Available"] += 1
-                continue
-            raise input_error(labels_path, "MGMT_value", f"0 or 1 expected, got '{value}'")
+        label = _rsna_label(raw_id, value, labels_path)
+        if label is None:
+            exclusions["Not Available"] += 1
+            continue
         patient_id = f"BraTS2021_{int(raw_id):05d}"
-        folder = root / patient_id
-        row: dict[str, object] = {"patient_id": patient_id, "label": int(str(value).strip())}
-        for modality in MODALITIES:
-            row[modality] = pd.NA
-        for modality, suffix in BRATS_SUFFIXES.items():
-            path = folder / f"{patient_id}_{suffix}.nii.gz"
-            row[modality] = str(path) if path.is_file() else pd.NA
-        seg = folder / f"{patient_id}_seg.nii.gz"
-        row["segmentation"] = str(seg) if seg.is_file() else pd.NA
+        row = _rsna_row(root / patient_id, patient_id, label)
         missing = [m for m in BRATS_SUFFIXES if pd.isna(row[m])]
+        if missing and on_missing == "error":
+            raise input_error(root / patient_id, missing[0], f"file missing for {patient_id}")
         if missing:
-            if on_missing == "error":
-                raise input_error(folder, missing[0], f"file missing for {patient_id}")
             exclusions["missing files"] += 1
             continue
         rows.append(row)
     return Cohort(pd.DataFrame(rows, columns=TABLE_COLUMNS), dict(exclusions), f"rsna:{root}")
+
+
+def _rsna_label(raw_id: str, value: object, labels_path: Path) -> int | None:
+    """The MGMT label of one labels row; None when it is blank (not available)."""
+    if not raw_id.isdigit():
+        raise input_error(labels_path, "BraTS21ID", f"integer id expected, got '{raw_id}'")
+    text = str(value).strip()
+    if text == "":
+        return None
+    if text not in ("0", "1"):
+        raise input_error(labels_path, "MGMT_value", f"0 or 1 expected, got '{value}'")
+    return int(text)
+
+
+def _rsna_row(folder: Path, patient_id: str, label: int) -> dict[str, object]:
+    """One cohort-table row: the BraTS files that exist under the gliotl modality names."""
+    row: dict[str, object] = {"patient_id": patient_id, "label": label}
+    for modality in MODALITIES:
+        row[modality] = pd.NA
+    for modality, suffix in BRATS_SUFFIXES.items():
+        path = folder / f"{patient_id}_{suffix}.nii.gz"
+        row[modality] = str(path) if path.is_file() else pd.NA
+    seg = folder / f"{patient_id}_seg.nii.gz"
+    row["segmentation"] = str(seg) if seg.is_file() else pd.NA
+    return row

@@ -197,7 +197,8 @@ def _voxel_sizes_dhw(affine: np.ndarray, transform: np.ndarray | None) -> np.nda
     return sizes[::-1]
 
 
-def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
+def bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
+    """The box of ``mask``'s non-zero voxels, ``margin`` voxels wider (within the volume)."""
     slices = []
     for axis in range(3):
         other = tuple(a for a in range(3) if a != axis)
@@ -238,8 +239,9 @@ def _centre_fit(volume: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     return out
 
 
-def _resize(stack: np.ndarray, size: tuple[int, ...], mode: str) -> np.ndarray:
-    """Resize a (C, D, H, W) stack in one batched call."""
+def resize_stack(stack: np.ndarray, size: tuple[int, ...], mode: str) -> np.ndarray:
+    """Resize a (C, D, H, W) stack in one batched call (``mode``: area, trilinear or nearest,
+    the last for label masks)."""
     if tuple(stack.shape[1:]) == tuple(size):
         return stack
     import torch
@@ -248,14 +250,17 @@ def _resize(stack: np.ndarray, size: tuple[int, ...], mode: str) -> np.ndarray:
     tensor = torch.from_numpy(np.ascontiguousarray(stack))[None]
     with torch.no_grad():
         enlarging = any(s > h for s, h in zip(size, stack.shape[1:], strict=True))
-        if mode == "area" and not enlarging:  # area averaging cannot enlarge smoothly
+        if mode == "nearest":
+            out = F.interpolate(tensor, size=tuple(size), mode="nearest")
+        elif mode == "area" and not enlarging:  # area averaging cannot enlarge smoothly
             out = F.adaptive_avg_pool3d(tensor, tuple(size))
         else:
             out = F.interpolate(tensor, size=tuple(size), mode="trilinear", align_corners=False)
     return out[0].numpy()
 
 
-def _normalise(volume: np.ndarray, method: str) -> np.ndarray:
+def normalise(volume: np.ndarray, method: str) -> np.ndarray:
+    """z-score or min-max over the non-zero (brain) voxels; the background stays 0."""
     nonzero = volume != 0
     if not nonzero.any():
         return volume
@@ -303,6 +308,56 @@ def input_files(row: Any, modality: str, config: PreprocessConfig) -> list[str]:
     return files
 
 
+def _extra_paths(row: Any, config: PreprocessConfig, patient_id: str,
+                 paths: dict[str, str]) -> dict[str, str]:
+    """The segmentation the region needs, and the brain reference when it is not an input."""
+    extra: dict[str, str] = {}
+    if config.needs_segmentation:
+        seg = row.get("segmentation")
+        if not isinstance(seg, str) or not seg:
+            raise GliotlError(f"patient {patient_id}: segmentation needed by region "
+                              f"'{config.region}' but missing from the cohort table")
+        extra["segmentation"] = seg
+    if config.region == "brain_bbox":
+        ref = reference_modality(row)
+        if ref not in paths:
+            extra["reference"] = str(row[ref])
+    return extra
+
+
+def _crop_box(row: Any, config: PreprocessConfig, views: dict[str, np.ndarray],
+              all_paths: dict[str, str], patient_id: str) -> tuple[slice, ...]:
+    """The region of ``config`` in (D, H, W) voxels: fixed box, tumour or brain bounding box."""
+    tumour = views["segmentation"] > 0 if "segmentation" in views else None
+    if tumour is not None and not tumour.any():
+        raise input_error(all_paths["segmentation"], None,
+                          f"patient {patient_id}: segmentation has no tumour voxels")
+    if config.region == "tumour_mask_fixed_crop":
+        return _scaled_box(config.crop_box, next(iter(views.values())).shape)
+    if config.region == "tumour_bbox":
+        return bounding_box(tumour, config.margin)
+    ref_name = "reference" if "reference" in views else reference_modality(row)
+    brain = views[ref_name] != 0
+    if not brain.any():
+        raise input_error(all_paths[ref_name], None,
+                          f"patient {patient_id}: volume is empty (all zero)")
+    return bounding_box(brain, config.margin)
+
+
+def _output_size(stack: np.ndarray, config: PreprocessConfig, affine: np.ndarray,
+                 transform: np.ndarray | None) -> tuple[int, ...]:
+    """The resize target: resampled to ``spacing``, then zoomed by ``downscale`` or set to
+    ``target_shape``."""
+    size = np.array(stack.shape[1:], dtype=float)
+    if config.spacing is not None:
+        size = size * _voxel_sizes_dhw(affine, transform) / np.asarray(config.spacing)
+    if config.downscale is not None:
+        size = size * config.downscale
+    elif config.target_shape is not None:
+        size = np.asarray(config.target_shape, dtype=float)
+    return tuple(max(1, int(round(s))) for s in size)
+
+
 def preprocess_patient(
     row: Any,
     config: PreprocessConfig,
@@ -315,18 +370,7 @@ def preprocess_patient(
     file for unreadable volumes, geometry mismatches or empty masks.
     """
     patient_id, paths = _row_paths(row, modalities)
-    extra: dict[str, str] = {}
-    if config.needs_segmentation:
-        seg = row.get("segmentation")
-        if not isinstance(seg, str) or not seg:
-            raise GliotlError(f"patient {patient_id}: segmentation needed by region "
-                              f"'{config.region}' but missing from the cohort table")
-        extra["segmentation"] = seg
-    if config.region == "brain_bbox":
-        ref = reference_modality(row)
-        if ref not in paths:
-            extra["reference"] = str(row[ref])
-    all_paths = {**paths, **extra}
+    all_paths = {**paths, **_extra_paths(row, config, patient_id, paths)}
     images = {name: open_nifti(path) for name, path in all_paths.items()}
     check_geometry(patient_id, images, all_paths)
 
@@ -338,39 +382,17 @@ def preprocess_patient(
     affine = images[next(iter(images))].affine
     transform = _orientation_transform(affine, config.orientation)
     views = {name: _to_dhw(data, transform) for name, data in raw.items()}
-    shape = next(iter(views.values())).shape
-
-    tumour = views["segmentation"] > 0 if "segmentation" in views else None
-    if tumour is not None and not tumour.any():
-        raise input_error(all_paths["segmentation"], None,
-                          f"patient {patient_id}: segmentation has no tumour voxels")
-    if config.region == "tumour_mask_fixed_crop":
-        box = _scaled_box(config.crop_box, shape)
-    elif config.region == "tumour_bbox":
-        box = _bbox(tumour, config.margin)
-    else:
-        ref_name = "reference" if "reference" in views else reference_modality(row)
-        brain = views[ref_name] != 0
-        if not brain.any():
-            raise input_error(all_paths[ref_name], None,
-                              f"patient {patient_id}: volume is empty (all zero)")
-        box = _bbox(brain, config.margin)
+    box = _crop_box(row, config, views, all_paths, patient_id)
 
     names = list(paths)
     stack = np.stack([np.asarray(views[m][box], dtype=np.float32) for m in names])
     if config.mask_outside_tumour:
-        stack *= tumour[box][None]
-    size = np.array(stack.shape[1:], dtype=float)
-    if config.spacing is not None:
-        size = size * _voxel_sizes_dhw(affine, transform) / np.asarray(config.spacing)
-    if config.downscale is not None:
-        size = size * config.downscale
-    elif config.target_shape is not None:
-        size = np.asarray(config.target_shape, dtype=float)
-    stack = _resize(stack, tuple(max(1, int(round(s))) for s in size), config.interpolation)
+        stack *= (views["segmentation"] > 0)[box][None]
+    stack = resize_stack(stack, _output_size(stack, config, affine, transform),
+                         config.interpolation)
     if config.downscale is not None and config.target_shape is not None:
         stack = _centre_fit(stack, config.target_shape)
-    return {m: _normalise(stack[i], config.intensity) for i, m in enumerate(names)}
+    return {m: normalise(stack[i], config.intensity) for i, m in enumerate(names)}
 
 
 def file_identity(path: str | Path, content_hash: bool = False) -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """The MGMT-from-MRI experiment (Schmitz et al. 2024 protocol, without the authors' defects).
 
-Stages (each a list of independent jobs run by :func:`gliotl.core.runs.jobs.run_jobs`, so
-``--resume`` reuses every finished one):
+It runs on the shared skeleton :func:`gliotl.core.runs.experiment.run_experiment`; stages are
+lists of independent jobs (:mod:`gliotl.mgmt.pipeline.jobs`), so ``--resume`` reuses every
+finished one:
 
 0. cohort: read (UPenn-GBM / RSNA / cohort table) or generate (phantom, into ``<run>/cohort``),
-   preprocess every patient's modalities into the volume cache, record ``cohort.csv``;
+   preprocess every patient's modalities into the volume cache, record ``cohort.csv`` (once);
 1. pretraining (only when ``model.pretrain`` is set and ``model.weights`` is null): a backbone
    pretrained on tumour segmentation of a SEPARATE cohort, saved in MedicalNet format as
    ``checkpoints/pretrained_medicalnet.pth`` and used as the weights of every transfer method;
@@ -12,8 +13,8 @@ Stages (each a list of independent jobs run by :func:`gliotl.core.runs.jobs.run_
    patients, checkpoint on validation 0.6 * sensitivity + 0.4 * specificity, save the best
    state (``jobs/<id>/model.pt``, weights only), predict the validation fold and the hold-out;
 3. aggregation (:mod:`gliotl.mgmt.pipeline.fusion`, :mod:`gliotl.mgmt.pipeline.report`):
-   fold ensemble, late fusion over modality groups, validation-chosen thresholds, hold-out
-   metrics, DeLong tests,
+   late fusion over modality groups, then fold ensembles, validation-chosen thresholds,
+   hold-out metrics and DeLong tests by :mod:`gliotl.core.evaluation.evaluate`;
    ``predictions.csv``, ``metrics.json``, ``report.html``.
 
 The splits (30% stratified hold-out + stratified K-fold on the rest) are drawn once over all
@@ -27,41 +28,31 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from gliotl.core.config import config_to_dict
-from gliotl.core.io import copy_file, read_json, save_torch, write_json
-from gliotl.core.runs.jobs import Executor, Job, run_stage
+from gliotl.core.config import resolve_config_paths
+from gliotl.core.io import copy_file, read_json, write_json
+from gliotl.core.runs.experiment import Experiment, run_experiment
+from gliotl.core.runs.jobs import Executor, Job
 from gliotl.core.runs.rundir import RunDir
-from gliotl.core.seeding import derive_seed, seed_everything
+from gliotl.core.seeding import derive_seed
 from gliotl.errors import GliotlError
-from gliotl.mgmt.config import CohortConfig, MGMTExperimentConfig, resolve_paths
+from gliotl.mgmt.config import MGMTExperimentConfig
+from gliotl.mgmt.data.source import load_cohort
+from gliotl.mgmt.pipeline.jobs import (
+    PRETRAINED_FILE,
+    FoldRequest,
+    PretrainRequest,
+    fold_job,
+    job_id,
+    pretrain_job,
+)
 
 COHORT_FILE = "cohort.csv"
-PRETRAINED_FILE = "pretrained_medicalnet.pth"
+SUMMARY_FILE = "cohort_summary.json"
 
 
-# -- cohorts ----------------------------------------------------------------------------------
-
-
-def load_cohort(spec: CohortConfig, phantom_dir: Path, progress: bool = False):
-    """Read the configured cohort; a phantom one is generated into ``phantom_dir`` first
-    (once: an existing phantom with its clinical table is reused)."""
-    from gliotl.mgmt.data.cohort import read_cohort_table, read_rsna, read_upenn
-
-    if spec.kind == "upenn":
-        return read_upenn(spec.root, spec.clinical, spec.segmentation)
-    if spec.kind == "rsna":
-        return read_rsna(spec.root, spec.labels_csv)
-    if spec.kind == "table":
-        return read_cohort_table(spec.table)
-    from gliotl.mgmt.data.phantom import CLINICAL_NAME, make_phantom_cohort
-
-    if not (phantom_dir / CLINICAL_NAME).is_file():
-        make_phantom_cohort(phantom_dir, spec.n_patients, spec.shape, spec.signal, spec.seed,
-                            progress=False, **spec.phantom_options)
-    return read_upenn(phantom_dir, segmentation=spec.segmentation)
+# -- cohort ------------------------------------------------------------------------------------
 
 
 def eligible_patients(cohort, modalities: list[str], input_mode: str) -> list[str]:
@@ -79,15 +70,11 @@ def cache_dir(config: MGMTExperimentConfig, run_path: Path) -> Path:
 
 
 def _prepare_cohort(config: MGMTExperimentConfig, run: RunDir, progress: bool) -> dict[str, Any]:
-    """Cohort -> cache -> ``cohort.csv`` (done once; a resumed run reuses the file)."""
+    """Cohort -> cache -> ``cohort.csv`` and its summary."""
     from gliotl.mgmt.data.cache import VolumeCache
     from gliotl.mgmt.data.cohort import write_cohort_table
 
-    path = run.path / COHORT_FILE
-    summary_path = run.path / "cohort_summary.json"
-    if path.is_file() and summary_path.is_file():
-        return read_json(summary_path)
-    cohort = load_cohort(config.cohort, run.path / "cohort", progress)
+    cohort = load_cohort(config.cohort, run.path / "cohort")
     n_read = len(cohort.patient_ids)
     keep = eligible_patients(cohort, config.modalities, config.input_mode)
     cohort = cohort.subset(keep)
@@ -98,7 +85,7 @@ def _prepare_cohort(config: MGMTExperimentConfig, run: RunDir, progress: bool) -
     report = cache.fill(cohort, config.modalities, workers=config.cache_workers,
                         progress=progress, on_error="exclude")
     cohort = report.apply(cohort)
-    write_cohort_table(cohort, path)
+    write_cohort_table(cohort, run.path / COHORT_FILE)
     labels = cohort.labels
     summary = {
         "source": cohort.source, "patients_read": n_read, "patients": len(labels),
@@ -106,7 +93,7 @@ def _prepare_cohort(config: MGMTExperimentConfig, run: RunDir, progress: bool) -
         "exclusions": cohort.exclusions, "preprocessing_failed": report.failed,
         "per_modality": {m: len(cohort.patients_with([m])) for m in config.modalities},
     }
-    write_json(summary_path, summary)
+    write_json(run.path / SUMMARY_FILE, summary)
     return summary
 
 
@@ -116,98 +103,7 @@ def read_run_cohort(run_path: str | Path):
     return read_cohort_table(Path(run_path) / COHORT_FILE)
 
 
-# -- job functions (module level: importable by worker processes and Ray) --------------------
-
-
-def _load_config(run_path: str | Path) -> MGMTExperimentConfig:
-    return MGMTExperimentConfig.model_validate(RunDir(run_path).config())
-
-
-def pretrain_job(job_dir: Path, run_path: str, seed: int) -> dict[str, Any]:
-    """Segmentation pretraining on the separate pretraining cohort (MedicalNet format)."""
-    from gliotl.mgmt.pipeline.pretrain import pretrain_segmentation
-
-    config = _load_config(run_path)
-    spec = config.model.pretrain
-    assert spec is not None
-    cohort = load_cohort(spec.cohort, Path(run_path) / "pretrain_cohort")
-    summary = pretrain_segmentation(
-        cohort, job_dir / PRETRAINED_FILE, depth=config.model.depth,
-        modalities=spec.modalities or config.modalities, shape=spec.shape, epochs=spec.epochs,
-        batch_size=spec.batch_size, lr=spec.lr, seed=seed, device=config.training.device,
-        shortcut_type=config.model.shortcut_type, max_patients=spec.max_patients,
-    )
-    return summary
-
-
-def unit_modalities(config: MGMTExperimentConfig, unit: str) -> list[str]:
-    return list(config.modalities) if unit == "stacked" else [unit]
-
-
-def build_network(config: MGMTExperimentConfig, method: str, unit: str, weights: str | None,
-                  steps_per_epoch: int = 1):
-    from gliotl.mgmt.pipeline.training import build_model
-
-    return build_model(method, config.model.depth, weights, len(unit_modalities(config, unit)),
-                       config.model.dropout, config.training_for(method), steps_per_epoch,
-                       config.model.shortcut_type)
-
-
-def fold_job(job_dir: Path, run_path: str, method: str, unit: str, fold: int,
-             train_ids: list[str], val_ids: list[str], test_ids: list[str],
-             weights: str | None, seed: int) -> dict[str, Any]:
-    """Train one method on one modality (or the stack) and one fold; predict val and hold-out."""
-    from gliotl.mgmt.data.cache import VolumeCache
-    from gliotl.mgmt.data.dataset import MRIDataset
-    from gliotl.mgmt.models.spottune import SpotTune
-    from gliotl.mgmt.pipeline.training import fit, predict_proba, resolve_device
-
-    config = _load_config(run_path)
-    training = config.training_for(method)
-    cohort = read_run_cohort(run_path)
-    modalities = unit_modalities(config, unit)
-    have = set(cohort.patients_with(modalities))
-    ids = {role: [p for p in chosen if p in have]
-           for role, chosen in (("train", train_ids), ("val", val_ids), ("test", test_ids))}
-    cache = VolumeCache(cache_dir(config, Path(run_path)), config.preprocessing)
-    seed_everything(seed)
-    train_set = MRIDataset(cohort, modalities, cache, ids["train"], training.augment, seed)
-    val_set = MRIDataset(cohort, modalities, cache, ids["val"])
-    test_set = MRIDataset(cohort, modalities, cache, ids["test"])
-    n_train = len(train_set) if training.balancing != "undersample" else \
-        2 * int(min(train_set.labels.sum(), (1 - train_set.labels).sum()))
-    steps = int(np.ceil(n_train / training.batch_size))
-    model = build_network(config, method, unit, weights, steps)
-    device = resolve_device(training.device)
-    result = fit(model, train_set, val_set, training, device, seed)
-    save_torch(job_dir / "model.pt", result.state_dict)
-
-    amp = training.amp and device.type == "cuda"
-    frames = []
-    for role, dataset in (("val", val_set), ("test", test_set)):
-        if isinstance(model, SpotTune):
-            model.reset_policy_usage()
-        prob = predict_proba(model, dataset, device, training.eval_batch_size, amp,
-                             training.num_workers)
-        frames.append(pd.DataFrame({
-            "method": method, "modality": unit, "sample_id": dataset.patient_ids, "repeat": 0,
-            "fold": fold, "role": role, "y_true": dataset.labels, "y_pred": prob,
-        }))
-    out: dict[str, Any] = {
-        "predictions": pd.concat(frames, ignore_index=True),
-        "history": result.history.assign(method=method, modality=unit, fold=fold),
-        "best_epoch": result.best_epoch, "best_val_score": result.best_score,
-        "val_threshold": result.threshold, "train_seconds": result.seconds,
-        "n_train": len(train_set), "n_val": len(val_set), "n_test": len(test_set),
-        "device": str(device),
-    }
-    if isinstance(model, SpotTune):  # usage recorded on the last (hold-out) pass
-        out["policy_usage"] = model.policy_usage().assign(method=method, modality=unit,
-                                                          fold=fold)
-    return out
-
-
-# -- orchestration ----------------------------------------------------------------------------
+# -- stages ------------------------------------------------------------------------------------
 
 
 def job_gpus(config: MGMTExperimentConfig) -> float:
@@ -220,30 +116,23 @@ def job_gpus(config: MGMTExperimentConfig) -> float:
     return 1.0 if config.training.device == "cuda" else 0.0
 
 
-def job_id(method: str, unit: str, fold: int) -> str:
-    return f"{method}-{unit}-f{fold}"
+def _splits(config: MGMTExperimentConfig, experiment: Experiment) -> pd.DataFrame:
+    from gliotl.core.evaluation.splits import holdout_kfold_splits
 
-
-def _splits(config: MGMTExperimentConfig, run: RunDir) -> pd.DataFrame:
-    from gliotl.core.evaluation.splits import holdout_kfold_splits, load_splits, save_splits
-
-    cohort = read_run_cohort(run.path)
+    cohort = read_run_cohort(experiment.run.path)
     ids = cohort.patient_ids
-    if run.splits_path.is_file():
-        return load_splits(run.splits_path, sample_ids=ids)
-    if config.split.splits_file:
-        splits = load_splits(config.split.splits_file, sample_ids=ids)
-    else:
+
+    def draw() -> pd.DataFrame:
         labels = cohort.labels.loc[ids].to_numpy()
-        splits = holdout_kfold_splits(ids, labels, test_size=config.split.test_size,
-                                      n_splits=config.split.n_splits, seed=config.seed,
-                                      task="classification")
-    save_splits(splits, run.splits_path)
-    return splits
+        return holdout_kfold_splits(ids, labels, test_size=config.split.test_size,
+                                    n_splits=config.split.n_splits, seed=config.seed,
+                                    task="classification")
+
+    return experiment.splits(experiment.run.splits_path.name, ids, draw,
+                             config.split.splits_file)
 
 
-
-def _weights(config: MGMTExperimentConfig, run: RunDir, executor, retries, progress
+def _weights(config: MGMTExperimentConfig, experiment: Experiment
              ) -> tuple[str | None, dict[str, Any] | None]:
     """The pretrained weights every transfer method starts from (and the pretraining summary)."""
     if config.model.weights:
@@ -253,11 +142,12 @@ def _weights(config: MGMTExperimentConfig, run: RunDir, executor, retries, progr
         return config.model.weights, None
     if config.model.pretrain is None:
         return None, None
-    job = Job("pretrain", pretrain_job, dict(run_path=str(run.path),
-                                             seed=derive_seed(config.seed, "pretrain")),
-              cpus=config.training.cpus_per_job,
-              gpus=job_gpus(config))
-    outcome = run_stage([job], run, executor, retries, progress, "segmentation pretraining")
+    run = experiment.run
+    request = PretrainRequest(config, str(run.path / "pretrain_cohort"),
+                              derive_seed(config.seed, "pretrain"))
+    job = Job("pretrain", pretrain_job, dict(request=request),
+              cpus=config.training.cpus_per_job, gpus=job_gpus(config))
+    outcome = experiment.stage([job], "segmentation pretraining")
     target = run.checkpoints / PRETRAINED_FILE
     if not target.is_file():
         copy_file(run.job_dir("pretrain") / PRETRAINED_FILE, target)
@@ -270,44 +160,38 @@ def _weights(config: MGMTExperimentConfig, run: RunDir, executor, retries, progr
 
 def fold_jobs(config: MGMTExperimentConfig, run: RunDir, splits: pd.DataFrame,
               weights: str | None) -> list[Job]:
+    """One job per (method, unit, fold), each with its typed request."""
     from gliotl.core.evaluation.splits import iter_folds
 
+    shared = dict(config=config, cohort_table=str(run.path / COHORT_FILE),
+                  cache_dir=str(cache_dir(config, run.path)), weights=weights)
     jobs = []
-    for method in config.methods:
+    for method in (m.name for m in config.methods):
         for unit in config.units():
             for fold in iter_folds(splits):
-                jobs.append(Job(job_id(method.name, unit, fold.fold), fold_job, dict(
-                    run_path=str(run.path), method=method.name, unit=unit, fold=fold.fold,
+                request = FoldRequest(
+                    **shared, method=method, unit=unit, fold=fold.fold,
                     train_ids=[str(i) for i in fold.train], val_ids=[str(i) for i in fold.val],
-                    test_ids=[str(i) for i in fold.test], weights=weights,
-                    seed=derive_seed(config.seed, method.name, unit, fold.fold),
-                ), cpus=config.training.cpus_per_job,
-                    gpus=job_gpus(config)))
+                    test_ids=[str(i) for i in fold.test],
+                    seed=derive_seed(config.seed, method, unit, fold.fold))
+                jobs.append(Job(job_id(method, unit, fold.fold), fold_job,
+                                dict(request=request), cpus=config.training.cpus_per_job,
+                                gpus=job_gpus(config)))
     return jobs
 
 
-def run_mgmt_experiment(
-    config: MGMTExperimentConfig,
-    base_dir: Path | str = ".",
-    out: Path | str | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    executor: Executor | None = None,
-    retries: int = 0,
-    progress: bool = True,
-) -> RunDir:
-    """Run the whole experiment and write its run directory; returns it."""
+def _body(config: MGMTExperimentConfig, experiment: Experiment, start: float) -> dict[str, Any]:
+    """Cohort, weights, splits, fold models, then the run's outputs."""
     from gliotl.mgmt.pipeline.report import write_mgmt_outputs
 
-    start = time.perf_counter()
-    config = resolve_paths(config, Path(base_dir))
-    run = RunDir.open(config.name, config_to_dict(config), config.seed, out=out, resume=resume,
-                      overwrite=overwrite)
-    cohort_summary = _prepare_cohort(config, run, progress)
-    weights, pretrain_summary = _weights(config, run, executor, retries, progress)
-    splits = _splits(config, run)
-    jobs = fold_jobs(config, run, splits, weights)
-    outcome = run_stage(jobs, run, executor, retries, progress, "fold models")
+    run = experiment.run
+    summary_path = run.path / SUMMARY_FILE
+    cohort_summary = experiment.prepare_once(
+        summary_path, lambda: _prepare_cohort(config, run, experiment.progress),
+        lambda: read_json(summary_path))
+    weights, pretrain_summary = _weights(config, experiment)
+    jobs = fold_jobs(config, run, _splits(config, experiment), weights)
+    outcome = experiment.stage(jobs, "fold models")
     results = [outcome.results[job.job_id] for job in jobs]
     extra = {
         "cohort": cohort_summary,
@@ -320,20 +204,35 @@ def run_mgmt_experiment(
         },
     }
     write_mgmt_outputs(run, config, results, extra)
-    run.finish("finished")
-    return run
+    return {}
+
+
+def run_mgmt_experiment(
+    config: MGMTExperimentConfig,
+    base_dir: Path | str = ".",
+    out: Path | str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    executor: Executor | None = None,
+    retries: int = 0,
+    progress: bool = True,
+) -> RunDir:
+    """Run the whole experiment and write its run directory; returns it. Relative paths of
+    ``config`` are taken against ``base_dir`` (the config file's folder)."""
+    start = time.perf_counter()
+    config = resolve_config_paths(config, base_dir)
+    return run_experiment(
+        config, lambda experiment: _body(config, experiment, start), name=config.name,
+        seed=config.seed, out=out, resume=resume, overwrite=overwrite, executor=executor,
+        retries=retries, progress=progress,
+    )
 
 
 __all__ = [
     "COHORT_FILE",
     "PRETRAINED_FILE",
-    "build_network",
     "eligible_patients",
-    "fold_job",
     "fold_jobs",
-    "job_id",
-    "load_cohort",
-    "pretrain_job",
     "read_run_cohort",
     "run_mgmt_experiment",
 ]

@@ -43,65 +43,84 @@ def read_new_cohort(path: str | Path):
     return Cohort(frame, {}, str(path)), False
 
 
-def predict_cohort(run_dir: str | Path, cohort_path: str | Path, method: str | None = None,
-                   device: str = "auto", progress: bool = False) -> pd.DataFrame:
-    """Per patient and modality group: fused probability, threshold and call."""
-    import torch
-
+def _finished_config(run: RunDir, method: str | None):
+    """The run's config and the method to apply; a run that cannot predict is an error."""
     from gliotl.mgmt.config import MGMTExperimentConfig
-    from gliotl.mgmt.data.cache import VolumeCache
-    from gliotl.mgmt.data.dataset import MRIDataset
-    from gliotl.mgmt.pipeline.experiment import build_network, cache_dir, job_id, unit_modalities
-    from gliotl.mgmt.pipeline.fusion import fold_ensemble, fuse_groups
-    from gliotl.mgmt.pipeline.training import predict_proba, resolve_device
 
-    run = RunDir(run_dir)
     if not run.manifest_path.is_file():
-        raise GliotlError(f"{run_dir}: not a gliotl run directory (no manifest.json)")
+        raise GliotlError(f"{run.path}: not a gliotl run directory (no manifest.json)")
     if run.manifest().get("status") != "finished":
-        raise GliotlError(f"{run_dir}: run is not finished; resume it before predicting")
+        raise GliotlError(f"{run.path}: run is not finished; resume it before predicting")
     config = MGMTExperimentConfig.model_validate(run.config())
     method = method or config.reference
-    if method not in [m.name for m in config.methods]:
-        raise GliotlError(f"{run_dir}: field 'method': '{method}' was not trained in this run "
-                          f"(available: {[m.name for m in config.methods]})")
-    cohort, has_labels = read_new_cohort(cohort_path)
-    cache = VolumeCache(cache_dir(config, run.path), config.preprocessing)
-    report = cache.fill(cohort, config.modalities, progress=progress, on_error="exclude")
-    cohort = report.apply(cohort)
-    dev = resolve_device(device)
+    trained = [m.name for m in config.methods]
+    if method not in trained:
+        raise GliotlError(f"{run.path}: field 'method': '{method}' was not trained in this run "
+                          f"(available: {trained})")
+    return config, method
+
+
+def _fold_model(run: RunDir, config, method: str, unit: str, fold: int, device):
+    from gliotl.mgmt.pipeline.jobs import build_network, job_id
+
+    weights = run.job_dir(job_id(method, unit, fold)) / "model.pt"
+    model = build_network(config, method, unit, None)
+    try:
+        model.load_state_dict(load_torch(weights))
+    except RuntimeError as exc:
+        raise input_error(weights, None, f"does not fit the run's {method} network "
+                          f"({str(exc).splitlines()[0]})") from None
+    return model.to(device)
+
+
+def _fold_predictions(run: RunDir, config, method: str, cohort, cache, device) -> pd.DataFrame:
+    """Every fold model's probabilities for the new patients, in the predictions layout."""
+    import torch
+
+    from gliotl.mgmt.data.dataset import MRIDataset
+    from gliotl.mgmt.pipeline.jobs import unit_modalities
+    from gliotl.mgmt.pipeline.training import predict_proba
+
     folds = sorted(int(f) for f in pd.read_csv(run.splits_path)["fold"].unique())
     rows = []
     for unit in config.units():
-        modalities = unit_modalities(config, unit)
-        ids = cohort.patients_with(modalities)
+        ids = cohort.patients_with(unit_modalities(config, unit))
         if not ids:
             continue
-        dataset = MRIDataset(cohort, modalities, cache, ids)
+        dataset = MRIDataset(cohort, unit_modalities(config, unit), cache, ids)
         for fold in folds:
-            weights = run.job_dir(job_id(method, unit, fold)) / "model.pt"
-            model = build_network(config, method, unit, None)
-            state = load_torch(weights)
-            try:
-                model.load_state_dict(state)
-            except RuntimeError as exc:
-                raise input_error(weights, None, f"does not fit the run's {method} network "
-                                  f"({str(exc).splitlines()[0]})") from None
-            model.to(dev)
+            model = _fold_model(run, config, method, unit, fold, device)
             with torch.no_grad():
-                prob = predict_proba(model, dataset, dev, config.training.eval_batch_size)
+                prob = predict_proba(model, dataset, device, config.training.eval_batch_size)
             rows.append(pd.DataFrame({"method": method, "modality": unit, "role": "test",
-                                      "sample_id": ids, "fold": fold,
+                                      "sample_id": ids, "repeat": 0, "fold": fold,
                                       "y_true": dataset.labels, "y_pred": prob}))
-    if not rows:
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+def predict_cohort(run_dir: str | Path, cohort_path: str | Path, method: str | None = None,
+                   device: str = "auto", progress: bool = False) -> pd.DataFrame:
+    """Per patient and modality group: fused probability, threshold and call."""
+    from gliotl.core.evaluation.evaluate import fold_ensemble
+    from gliotl.mgmt.data.cache import VolumeCache
+    from gliotl.mgmt.pipeline.experiment import cache_dir
+    from gliotl.mgmt.pipeline.fusion import fuse_groups
+    from gliotl.mgmt.pipeline.training import resolve_device
+
+    run = RunDir(run_dir)
+    config, method = _finished_config(run, method)
+    cohort, has_labels = read_new_cohort(cohort_path)
+    cache = VolumeCache(cache_dir(config, run.path), config.preprocessing)
+    cohort = cache.fill(cohort, config.modalities, progress=progress, on_error="exclude"
+                        ).apply(cohort)
+    raw = _fold_predictions(run, config, method, cohort, cache, resolve_device(device))
+    if raw.empty:
         raise input_error(cohort_path, None, f"no patient has any of {config.modalities}")
-    ensembled = fold_ensemble(pd.concat(rows, ignore_index=True))
-    fused = fuse_groups(ensembled, config.fusion_groups(), config.fusion.missing)
-    thresholds = {}
+    fused = fuse_groups(fold_ensemble(raw, ["method", "modality"]), config.fusion_groups(),
+                        config.fusion.missing)
     metrics = json.loads(run.metrics_path.read_text())
-    for row in metrics.get("holdout", []):
-        if row["method"] == method:
-            thresholds[row["group"]] = row["threshold"]
+    thresholds = {row["group"]: row["threshold"] for row in metrics.get("holdout", [])
+                  if row["method"] == method}
     fused["threshold"] = fused["group"].map(thresholds).astype(float)
     fused["methylated"] = np.where(fused["threshold"].notna(),
                                    fused["y_pred"] >= fused["threshold"], pd.NA)

@@ -13,8 +13,8 @@ weights=path)`` loads it like an original MedicalNet file.
 
 Inputs: every available modality of every patient is one single-channel training volume (the
 backbone learns modality-agnostic features, like MedicalNet's mixture of datasets): cropped to
-the brain's bounding box, resized to ``shape`` (D, H, W), z-scored over non-zero voxels; the mask
-is resized with nearest neighbours.
+the brain's bounding box, resized to ``shape`` (D, H, W), z-scored over non-zero voxels, by the
+functions of :mod:`gliotl.mgmt.data.preprocess`; the mask is resized with nearest neighbours.
 """
 
 from __future__ import annotations
@@ -34,7 +34,13 @@ from gliotl.core.seeding import derive_seed, seed_everything
 from gliotl.errors import GliotlError
 from gliotl.mgmt.data.cohort import Cohort
 from gliotl.mgmt.data.modalities import MODALITIES
-from gliotl.mgmt.data.preprocess import open_nifti, read_voxels
+from gliotl.mgmt.data.preprocess import (
+    bounding_box,
+    normalise,
+    open_nifti,
+    read_voxels,
+    resize_stack,
+)
 from gliotl.mgmt.models.resnet import MedicalNetResNet
 
 
@@ -70,18 +76,10 @@ def save_medicalnet_checkpoint(network: SegmentationNetwork, path: str | Path) -
     return save_torch(path, {"state_dict": network.medicalnet_state_dict()})
 
 
-def _resize(volume: np.ndarray, shape: tuple[int, int, int], mode: str) -> np.ndarray:
-    tensor = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None, None]
-    if mode == "nearest":
-        out = F.interpolate(tensor, size=shape, mode="nearest")
-    else:
-        out = F.interpolate(tensor, size=shape, mode="trilinear", align_corners=False)
-    return out[0, 0].numpy()
-
-
 def load_pair(image_path: str, seg_path: str, shape: tuple[int, int, int]
               ) -> tuple[np.ndarray, np.ndarray]:
-    """One (image, whole-tumour mask) pair as (D, H, W) arrays of ``shape``."""
+    """One (image, whole-tumour mask) pair as (D, H, W) arrays of ``shape``: the brain's
+    bounding box, resized (the mask with nearest neighbours), z-scored over non-zero voxels."""
     image = read_voxels(open_nifti(image_path), image_path).astype(np.float32).transpose(2, 1, 0)
     seg = read_voxels(open_nifti(seg_path), seg_path).transpose(2, 1, 0) > 0
     if image.shape != seg.shape:
@@ -90,19 +88,10 @@ def load_pair(image_path: str, seg_path: str, shape: tuple[int, int, int]
     brain = image != 0
     if not brain.any():
         raise GliotlError(f"{image_path}: volume is empty (all zero)")
-    box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        hits = np.flatnonzero(brain.any(axis=other))
-        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
-    image = _resize(image[tuple(box)], shape, "trilinear")
-    mask = _resize(seg[tuple(box)].astype(np.float32), shape, "nearest") > 0.5
-    nonzero = image != 0
-    if nonzero.any():
-        values = image[nonzero]
-        std = float(values.std()) or 1.0
-        image = np.where(nonzero, (image - float(values.mean())) / std, 0.0).astype(np.float32)
-    return image, mask.astype(np.int64)
+    box = bounding_box(brain, margin=0)
+    image = resize_stack(image[box][None], shape, "trilinear")[0]
+    mask = resize_stack(seg[box].astype(np.float32)[None], shape, "nearest")[0] > 0.5
+    return normalise(image, "zscore"), mask.astype(np.int64)
 
 
 def load_pretraining_volumes(cohort: Cohort, shape: tuple[int, int, int],
@@ -136,6 +125,35 @@ def dice_score(logits: torch.Tensor, target: torch.Tensor) -> float:
     inter = float((pred & truth).sum())
     denom = float(pred.sum() + truth.sum())
     return 1.0 if denom == 0 else 2 * inter / denom
+
+
+def _pretrain_epoch(network: SegmentationNetwork, data: tuple[np.ndarray, np.ndarray],
+                    batch_size: int, rng: np.random.Generator, optimizer: torch.optim.Optimizer,
+                    loss_fn: nn.Module, dev: torch.device) -> tuple[float, float, int]:
+    """One shuffled pass with seeded flips; returns (summed loss, summed Dice, volumes seen)."""
+    images, masks = data
+    network.train()
+    order = rng.permutation(len(images))
+    total, dice, n = 0.0, 0.0, 0
+    for begin in range(0, len(order), batch_size):
+        idx = order[begin: begin + batch_size]
+        if len(idx) < 2 and len(order) > 1:  # BatchNorm needs more than one sample
+            continue
+        x = torch.from_numpy(images[idx]).to(dev)
+        y = torch.from_numpy(masks[idx]).to(dev)
+        flip = rng.random(3) < 0.5  # cheap seeded flips, same for image and mask
+        dims = [2 + a for a in range(3) if flip[a]]
+        if dims:
+            x, y = x.flip(dims), y.flip(dims)
+        optimizer.zero_grad(set_to_none=True)
+        logits = network(x)
+        loss = loss_fn(logits, y)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach()) * len(idx)
+        dice += dice_score(logits.detach(), y) * len(idx)
+        n += len(idx)
+    return total, dice, n
 
 
 def pretrain_segmentation(
@@ -172,27 +190,8 @@ def pretrain_segmentation(
     rows = []
     start = time.perf_counter()
     for epoch in range(epochs):
-        network.train()
-        order = rng.permutation(len(images))
-        total, dice, n = 0.0, 0.0, 0
-        for begin in range(0, len(order), batch_size):
-            idx = order[begin: begin + batch_size]
-            if len(idx) < 2 and len(order) > 1:  # BatchNorm needs more than one sample
-                continue
-            x = torch.from_numpy(images[idx]).to(dev)
-            y = torch.from_numpy(masks[idx]).to(dev)
-            flip = rng.random(3) < 0.5  # cheap seeded flips, same for image and mask
-            dims = [2 + a for a in range(3) if flip[a]]
-            if dims:
-                x, y = x.flip(dims), y.flip(dims)
-            optimizer.zero_grad(set_to_none=True)
-            logits = network(x)
-            loss = loss_fn(logits, y)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(idx)
-            dice += dice_score(logits.detach(), y) * len(idx)
-            n += len(idx)
+        total, dice, n = _pretrain_epoch(network, (images, masks), batch_size, rng, optimizer,
+                                         loss_fn, dev)
         row = {"epoch": epoch, "loss": total / max(n, 1), "dice": dice / max(n, 1),
                "seconds": time.perf_counter() - start}
         rows.append(row)

@@ -9,36 +9,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gliotl.core.evaluation.evaluate import fold_ensemble, records
 from gliotl.core.io import write_csv, write_json
 from gliotl.core.runs.rundir import RunDir
 from gliotl.mgmt.config import MGMTExperimentConfig
+from gliotl.mgmt.methods import method_label
 from gliotl.mgmt.pipeline.fusion import (
-    compare_with_reference,
-    evaluate_scores,
-    fold_ensemble,
+    delong_comparisons,
+    evaluate_table,
     fuse_groups,
+    holdout_metrics,
     per_fold_metrics,
     predictions_table,
 )
 
 SHOWN = ["method", "n_test", "roc_auc", "roc_auc_ci_low", "roc_auc_ci_high", "average_precision",
          "sensitivity", "specificity", "accuracy", "f1", "threshold"]
-
-
-def _records(frame: pd.DataFrame | None) -> list[dict[str, Any]]:
-    if frame is None or frame.empty:
-        return []
-    out = []
-    for row in frame.to_dict("records"):
-        clean = {}
-        for key, value in row.items():
-            if isinstance(value, np.generic):
-                value = value.item()
-            if isinstance(value, float) and not math.isfinite(value):
-                value = None
-            clean[str(key)] = value
-        out.append(clean)
-    return out
 
 
 def _frames(results: list[dict[str, Any]], key: str) -> pd.DataFrame:
@@ -50,16 +36,18 @@ def aggregate(config: MGMTExperimentConfig, raw: pd.DataFrame) -> dict[str, pd.D
     """Fold ensemble, fusion, metrics and comparisons from the jobs' raw predictions."""
     raw = raw.copy()
     raw["sample_id"] = raw["sample_id"].astype(str)
-    ensembled = fold_ensemble(raw)
+    ensembled = fold_ensemble(raw, ["method", "modality"])
     fused = fuse_groups(ensembled, config.fusion_groups(), config.fusion.missing)
     thr = config.fusion.threshold
-    groups = evaluate_scores(fused, "group", thr, config.n_boot, config.seed)
-    modalities = evaluate_scores(ensembled, "modality", thr, 0, config.seed)
+    groups = evaluate_table(fused, "group", thr, config.n_boot, config.seed, config.reference)
+    modalities = evaluate_table(ensembled, "modality", thr, 0, config.seed, config.reference)
     return {
-        "ensembled": ensembled, "fused": fused, "groups": groups, "modalities": modalities,
+        "ensembled": ensembled, "fused": fused,
+        "groups": holdout_metrics(fused, groups, "group"),
+        "modalities": holdout_metrics(ensembled, modalities, "modality"),
         "per_fold": per_fold_metrics(raw, thr),
-        "comparisons": compare_with_reference(fused, "group", config.reference),
-        "modality_comparisons": compare_with_reference(ensembled, "modality", config.reference),
+        "comparisons": delong_comparisons(groups, "group"),
+        "modality_comparisons": delong_comparisons(modalities, "modality"),
         "predictions": predictions_table(raw, ensembled, fused),
     }
 
@@ -89,7 +77,7 @@ def usage_figure(summary: pd.DataFrame, method: str):
         ax.bar(x + i * width - 0.4 + width / 2, values["tuned_fraction"], width, label=unit)
     ax.set_xticks(x, blocks, rotation=45, ha="right", fontsize=8)
     ax.set(ylim=(0, 1.02), ylabel="fraction routed to tuned copy",
-           title=f"{method}: policy on the hold-out set")
+           title=f"{method_label(method)}: policy on the hold-out set")
     if len(units) > 1:
         ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
@@ -107,20 +95,18 @@ def roc_figure(fused: pd.DataFrame, group: str):
     return fig
 
 
-def write_mgmt_outputs(run: RunDir, config: MGMTExperimentConfig,
-                       results: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
-    """Write predictions.csv, metrics.json and report.html; returns the metrics dict."""
-    from gliotl.core.reporting.report import Report
+def _best_epochs(results: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame([
+        {"method": r["method"], "modality": r["modality"], "fold": int(r["fold"]),
+         "best_epoch": r.get("best_epoch"), "best_val_score": r.get("best_val_score"),
+         "val_threshold": r.get("val_threshold")}
+        for r in results])
 
-    raw = _frames(results, "predictions")
-    tables = aggregate(config, raw)
-    usage = usage_summary(_frames(results, "policy_usage"))
-    history = _frames(results, "history")
-    write_csv(run.predictions_path, tables["predictions"])
-    write_csv(run.path / "history.csv", history)
-    if not usage.empty:
-        write_csv(run.path / "policy_usage.csv", usage)
-    metrics = {
+
+def _metrics(config: MGMTExperimentConfig, tables: dict[str, pd.DataFrame], usage: pd.DataFrame,
+             results: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
+    """What metrics.json holds: the protocol, every table as records, and ``extra``."""
+    return {
         "protocol": {
             "test_size": config.split.test_size, "n_splits": config.split.n_splits,
             "input_mode": config.input_mode, "fusion_missing": config.fusion.missing,
@@ -128,23 +114,33 @@ def write_mgmt_outputs(run: RunDir, config: MGMTExperimentConfig,
             "checkpoint": "best validation 0.6*sensitivity + 0.4*specificity",
             "reference": config.reference,
         },
-        "holdout": _records(tables["groups"]),
-        "modalities": _records(tables["modalities"]),
-        "comparisons": _records(tables["comparisons"]),
-        "modality_comparisons": _records(tables["modality_comparisons"]),
-        "per_fold": _records(tables["per_fold"]),
-        "policy_usage": _records(usage),
-        "best_epochs": _records(pd.DataFrame([
-            {"method": r["predictions"]["method"].iloc[0],
-             "modality": r["predictions"]["modality"].iloc[0],
-             "fold": int(r["predictions"]["fold"].iloc[0]), "best_epoch": r.get("best_epoch"),
-             "best_val_score": r.get("best_val_score"), "val_threshold": r.get("val_threshold")}
-            for r in results])),
-        **{k: v for k, v in extra.items()},
+        "holdout": records(tables["groups"]),
+        "modalities": records(tables["modalities"]),
+        "comparisons": records(tables["comparisons"]),
+        "modality_comparisons": records(tables["modality_comparisons"]),
+        "per_fold": records(tables["per_fold"]),
+        "policy_usage": records(usage),
+        "best_epochs": records(_best_epochs(results)),
+        **extra,
     }
-    write_json(run.metrics_path, metrics)
 
-    report = Report(f"gliotl MGMT from MRI: {config.name}")
+
+def write_mgmt_outputs(run: RunDir, config: MGMTExperimentConfig,
+                       results: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
+    """Write predictions.csv, metrics.json and report.html; returns the metrics dict."""
+    tables = aggregate(config, _frames(results, "predictions"))
+    usage = usage_summary(_frames(results, "policy_usage"))
+    write_csv(run.predictions_path, tables["predictions"])
+    write_csv(run.path / "history.csv", _frames(results, "history"))
+    if not usage.empty:
+        write_csv(run.path / "policy_usage.csv", usage)
+    metrics = _metrics(config, tables, usage, results, extra)
+    write_json(run.metrics_path, metrics)
+    _write_report(run, config, tables, usage, extra)
+    return metrics
+
+
+def _protocol_section(report: Any, config: MGMTExperimentConfig, extra: dict[str, Any]) -> None:
     cohort = extra.get("cohort") or {}
     report.paragraph(
         f"Cohort: {cohort.get('patients', '?')} patients ({cohort.get('methylated', '?')} "
@@ -168,14 +164,17 @@ def write_mgmt_outputs(run: RunDir, config: MGMTExperimentConfig,
     else:
         report.note("No pretrained weights: every method starts from random weights.",
                     "warning")
+
+
+def _group_sections(report: Any, config: MGMTExperimentConfig,
+                    tables: dict[str, pd.DataFrame]) -> None:
     report.heading("Hold-out results by modality group")
     groups = tables["groups"]
-    for group in config.fusion_groups():
+    for group, members in config.fusion_groups().items():
         part = groups[groups["group"] == group] if not groups.empty else groups
-        if part.empty:
-            continue
-        report.table(part[[c for c in SHOWN if c in part.columns]],
-                     caption=f"group '{group}': {', '.join(config.fusion_groups()[group])}")
+        if not part.empty:
+            report.table(part[[c for c in SHOWN if c in part.columns]],
+                         caption=f"group '{group}': {', '.join(members)}")
     if not tables["comparisons"].empty:
         report.heading(f"DeLong tests against '{config.reference}'")
         report.table(tables["comparisons"], caption="paired on the same hold-out patients")
@@ -185,12 +184,17 @@ def write_mgmt_outputs(run: RunDir, config: MGMTExperimentConfig,
         part = fused[(fused["group"] == group) & (fused["role"] == "test")]
         if part["y_true"].nunique() == 2:
             report.figure(roc_figure(fused, group), caption=f"group '{group}'")
+
+
+def _detail_sections(report: Any, tables: dict[str, pd.DataFrame], usage: pd.DataFrame,
+                     cohort: dict[str, Any]) -> None:
     if not usage.empty:
         report.heading("SpotTune policy")
         report.paragraph("Per residual block, the fraction of hold-out patients the trained "
                          "policy routes through the fine-tuned copy (mean over fold models).")
         for method in usage["method"].unique():
-            report.figure(usage_figure(usage, method), caption=f"{method}: policy usage")
+            report.figure(usage_figure(usage, method),
+                          caption=f"{method_label(method)}: policy usage")
     report.heading("Single modalities (fold ensemble)")
     mods = tables["modalities"]
     if not mods.empty:
@@ -203,9 +207,18 @@ def write_mgmt_outputs(run: RunDir, config: MGMTExperimentConfig,
     if cohort.get("exclusions"):
         report.table(pd.DataFrame([{"excluded": k, "patients": v}
                                    for k, v in cohort["exclusions"].items()]))
+
+
+def _write_report(run: RunDir, config: MGMTExperimentConfig, tables: dict[str, pd.DataFrame],
+                  usage: pd.DataFrame, extra: dict[str, Any]) -> None:
+    from gliotl.core.reporting.report import Report
+
+    report = Report(f"gliotl MGMT from MRI: {config.name}")
+    _protocol_section(report, config, extra)
+    _group_sections(report, config, tables)
+    _detail_sections(report, tables, usage, extra.get("cohort") or {})
     report.config(run.config())
     report.write(run.report_path)
-    return metrics
 
 
 def holdout_table(run: RunDir) -> pd.DataFrame:
@@ -252,7 +265,7 @@ def print_summary(run: RunDir) -> None:
 
 
 __all__ = [
-    "aggregate", "compact_table", "holdout_table", "print_summary", "roc_figure", "usage_figure",
+    "aggregate", "compact_table", "print_summary", "holdout_table", "roc_figure", "usage_figure",
     "usage_summary",
     "write_mgmt_outputs",
 ]

@@ -48,30 +48,30 @@ def resolve_device(name: str = "auto") -> torch.device:
 def build_model(method: str, depth: int, weights: str | None, in_channels: int, dropout: float,
                 training: TrainingConfig, steps_per_epoch: int = 1,
                 shortcut_type: str | None = None) -> nn.Module:
-    """The network of ``method``: a MedicalNet ResNet with a transfer strategy, or SpotTune.
+    """The network of ``method`` (see :mod:`gliotl.mgmt.methods`): a MedicalNet ResNet with a
+    transfer strategy, or SpotTune.
 
-    ``random_init`` never loads weights; every other method needs pretrained ``weights`` to
-    mean what its name says, but also runs without them (then it starts from random weights).
+    A method that is not ``pretrained`` never loads weights; every other one needs pretrained
+    ``weights`` to mean what its name says, but also runs without them (random start).
     """
+    from gliotl.mgmt.methods import method_spec
     from gliotl.mgmt.models.finetune import configure_strategy
     from gliotl.mgmt.models.resnet import medicalnet_resnet
     from gliotl.mgmt.models.spottune import SpotTune
 
-    start = None if method == "random_init" else weights
-    backbone = medicalnet_resnet(depth, weights=start, in_channels=in_channels, dropout=dropout,
+    spec = method_spec(method)
+    backbone = medicalnet_resnet(depth, weights=weights if spec.pretrained else None,
+                                 in_channels=in_channels, dropout=dropout,
                                  shortcut_type=shortcut_type)
-    if method in ("random_init", "standard", "full", "linear_probe"):
-        return configure_strategy(backbone, method)
-    if method in ("spottune", "spottune_global"):
-        anneal = training.epochs * max(1, steps_per_epoch)
-        return SpotTune(
-            backbone, mode="adaptive" if method == "spottune" else "global",
-            budget=training.spottune_budget if method == "spottune_global" else None,
-            temperature=training.temperature, final_temperature=training.final_temperature,
-            anneal_steps=anneal if training.final_temperature is not None else 0,
-        )
-    raise GliotlError(f"method '{method}': expected one of random_init, standard, full, "
-                      "linear_probe, spottune, spottune_global")
+    if spec.spottune is None:
+        return configure_strategy(backbone, spec.strategy)
+    anneal = training.epochs * max(1, steps_per_epoch)
+    return SpotTune(
+        backbone, mode=spec.spottune,
+        budget=training.spottune_budget if spec.spottune == "global" else None,
+        temperature=training.temperature, final_temperature=training.final_temperature,
+        anneal_steps=anneal if training.final_temperature is not None else 0,
+    )
 
 
 def optimizer_for(model: nn.Module, training: TrainingConfig) -> torch.optim.Optimizer:
@@ -198,58 +198,85 @@ class FitResult:
     seconds: float
 
 
+@dataclass
+class _Loop:
+    """What one training run keeps across epochs."""
+
+    optimizer: torch.optim.Optimizer
+    scaler: Any
+    loss_fn: nn.Module
+    device: torch.device
+    use_amp: bool
+    generator: torch.Generator
+
+
+def _make_loop(model: nn.Module, labels: np.ndarray, training: TrainingConfig,
+               device: torch.device, seed: int) -> _Loop:
+    pos_weight = None
+    if training.balancing == "weighted_loss":
+        pos_weight = torch.tensor([positive_weight(labels)], device=device)
+    use_amp = training.amp and device.type == "cuda"
+    return _Loop(optimizer_for(model, training), torch.amp.GradScaler("cuda", enabled=use_amp),
+                 nn.BCEWithLogitsLoss(pos_weight=pos_weight), device, use_amp,
+                 torch.Generator().manual_seed(derive_seed(seed, "loader")))
+
+
+def _epoch_loader(train_set: Any, labels: np.ndarray, training: TrainingConfig, seed: int,
+                  epoch: int, loop: _Loop) -> Any:
+    from torch.utils.data import DataLoader, Subset
+
+    if hasattr(train_set, "set_epoch"):
+        train_set.set_epoch(epoch)
+    order = epoch_indices(labels, training.balancing, seed, epoch)
+    if len(order) > 1 and len(order) % training.batch_size == 1:
+        # A batch of one breaks train-mode BatchNorm wherever features are 1x1x1 (the
+        # policy network on small volumes); the dropped item changes with each epoch.
+        order = order[:-1]
+    return DataLoader(Subset(train_set, order.tolist()), batch_size=training.batch_size,
+                      shuffle=False, num_workers=training.num_workers,
+                      generator=loop.generator, pin_memory=loop.device.type == "cuda")
+
+
+def _train_epoch(model: nn.Module, loader: Any, loop: _Loop) -> tuple[float, int]:
+    """One pass over ``loader``; returns (summed loss, items seen)."""
+    model.train()
+    total, seen = 0.0, 0
+    for x, y in loader:
+        x = x.to(loop.device, non_blocking=True)
+        y = y.to(loop.device, dtype=torch.float32).view(-1, 1)
+        loop.optimizer.zero_grad(set_to_none=True)
+        with _autocast(loop.device, loop.use_amp):
+            logits = model(x)
+            loss = loop.loss_fn(logits.float(), y)
+            if hasattr(model, "regularization_loss"):
+                loss = loss + model.regularization_loss()
+        loop.scaler.scale(loss).backward()
+        loop.scaler.step(loop.optimizer)
+        loop.scaler.update()
+        total += float(loss.detach()) * len(y)
+        seen += len(y)
+    return total, seen
+
+
 def fit(model: nn.Module, train_set: Any, val_set: Any, training: TrainingConfig,
         device: torch.device, seed: int, progress: Any = None) -> FitResult:
     """Train ``model`` on ``train_set``; keep the state of the epoch with the best validation
     checkpoint metric (ties: higher validation AUC, then lower validation log-loss, then the
     earlier epoch).
     ``progress(epoch, row)`` is called per epoch."""
-    from torch.utils.data import DataLoader, Subset
-
     labels = np.asarray(train_set.labels, dtype=float)
     model.to(device)
-    optimizer = optimizer_for(model, training)
-    scheduler = make_scheduler(optimizer, training)
-    pos_weight = None
-    if training.balancing == "weighted_loss":
-        pos_weight = torch.tensor([positive_weight(labels)], device=device)
-    loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
-    use_amp = training.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    loop = _make_loop(model, labels, training, device, seed)
+    scheduler = make_scheduler(loop.optimizer, training)
     y_val = np.asarray(val_set.labels, dtype=float)
-    generator = torch.Generator().manual_seed(derive_seed(seed, "loader"))
 
     best: tuple[tuple[float, float, float], int, float, dict] | None = None
     rows = []
     start = time.perf_counter()
     for epoch in range(training.epochs):
-        if hasattr(train_set, "set_epoch"):
-            train_set.set_epoch(epoch)
-        order = epoch_indices(labels, training.balancing, seed, epoch)
-        if len(order) > 1 and len(order) % training.batch_size == 1:
-            # A batch of one breaks train-mode BatchNorm wherever features are 1x1x1 (the
-            # policy network on small volumes); the dropped item changes with each epoch.
-            order = order[:-1]
-        loader = DataLoader(Subset(train_set, order.tolist()), batch_size=training.batch_size,
-                            shuffle=False, num_workers=training.num_workers,
-                            generator=generator, pin_memory=device.type == "cuda")
-        model.train()
-        total, seen = 0.0, 0
-        for x, y in loader:
-            x = x.to(device, non_blocking=True)
-            y = y.to(device, dtype=torch.float32).view(-1, 1)
-            optimizer.zero_grad(set_to_none=True)
-            with _autocast(device, use_amp):
-                logits = model(x)
-                loss = loss_fn(logits.float(), y)
-                if hasattr(model, "regularization_loss"):
-                    loss = loss + model.regularization_loss()
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            total += float(loss.detach()) * len(y)
-            seen += len(y)
-        prob = predict_proba(model, val_set, device, training.eval_batch_size, use_amp,
+        loader = _epoch_loader(train_set, labels, training, seed, epoch, loop)
+        total, seen = _train_epoch(model, loader, loop)
+        prob = predict_proba(model, val_set, device, training.eval_batch_size, loop.use_amp,
                              training.num_workers)
         score, threshold, metrics = checkpoint_score(y_val, prob)
         val_loss = validation_log_loss(y_val, prob)
@@ -259,26 +286,35 @@ def fit(model: nn.Module, train_set: Any, val_set: Any, training: TrainingConfig
             "val_score": score, "val_threshold": threshold, "val_auc": metrics["roc_auc"],
             "val_sensitivity": metrics["sensitivity"], "val_specificity": metrics["specificity"],
             "val_loss": val_loss,
-            "lr": float(optimizer.param_groups[0]["lr"]),
+            "lr": float(loop.optimizer.param_groups[0]["lr"]),
             "seconds": time.perf_counter() - start,
         }
         rows.append(row)
         if progress is not None:
             progress(epoch, row)
-        # Small validation folds saturate the 0.6/0.4 metric and even the AUC (1.0 from epoch
-        # 0, when an almost untrained network ranks a few patients right by tiny margins). Ties
-        # are broken by AUC, then by log-loss, which keeps improving as the network separates
-        # the classes more confidently, so an untrained epoch does not win by being first.
-        auc = metrics["roc_auc"] if np.isfinite(metrics["roc_auc"]) else -1.0
-        key = (score, auc, -val_loss)
-        if best is None or key > best[0]:
-            state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-            best = (key, epoch, threshold, state)
+        best = _keep_best(best, model, epoch, threshold, (score, metrics["roc_auc"], val_loss))
     assert best is not None
     model.load_state_dict(best[3])
     return FitResult(state_dict=best[3], best_epoch=best[1], best_score=best[0][0],
                      threshold=best[2], history=pd.DataFrame(rows),
                      seconds=time.perf_counter() - start)
+
+
+def _keep_best(best: Any, model: nn.Module, epoch: int, threshold: float,
+               scores: tuple[float, float, float]) -> Any:
+    """The better of ``best`` and this epoch (a CPU copy of its state when it wins).
+
+    Small validation folds saturate the 0.6/0.4 metric and even the AUC (1.0 from epoch 0,
+    when an almost untrained network ranks a few patients right by tiny margins). Ties are
+    broken by AUC, then by log-loss, which keeps improving as the network separates the
+    classes more confidently, so an untrained epoch does not win by being first.
+    """
+    score, auc, val_loss = scores
+    key = (score, auc if np.isfinite(auc) else -1.0, -val_loss)
+    if best is not None and not key > best[0]:
+        return best
+    state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    return (key, epoch, threshold, state)
 
 
 __all__ = [

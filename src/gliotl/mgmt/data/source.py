@@ -1,0 +1,71 @@
+"""Where a cohort comes from: the one cohort config of `mgmt prepare` and `mgmt run`.
+
+Paths are :data:`gliotl.core.config.ConfigPath`: relative to the config file's folder, absolute
+once the config is loaded, so a run and its ``--resume`` read the same files from anywhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from gliotl.core.config import ConfigPath, StrictModel
+from gliotl.mgmt.data.cohort import Cohort, read_cohort_table, read_rsna, read_upenn
+
+NEEDED = {"upenn": ("root",), "rsna": ("root", "labels_csv"), "table": ("table",), "phantom": ()}
+"""The fields each cohort kind needs."""
+
+
+class CohortConfig(StrictModel):
+    """Where the patients come from.
+
+    ``upenn``: ``root`` (TCIA layout) and optional ``clinical`` table; ``rsna``: ``root`` and
+    ``labels_csv``; ``table``: a cohort table CSV (``table``); ``phantom``: generated from
+    ``n_patients``, ``shape`` (x, y, z), ``signal`` and ``seed``. ``on_missing``: a patient
+    without a required scan is excluded (counted) or stops the read.
+    """
+
+    kind: Literal["upenn", "rsna", "table", "phantom"]
+    root: ConfigPath | None = None
+    clinical: ConfigPath | None = None
+    segmentation: Literal["automated", "expert"] = "automated"
+    labels_csv: ConfigPath | None = None
+    table: ConfigPath | None = None
+    on_missing: Literal["exclude", "error"] = "exclude"
+    n_patients: int = Field(60, ge=4)
+    shape: tuple[int, int, int] = (40, 40, 32)
+    signal: float = Field(1.0, ge=0.0)
+    seed: int = 0
+    phantom_options: dict[str, Any] = Field(
+        {}, description="extra keyword arguments of make_phantom_cohort (missing fractions ...)"
+    )
+
+    @model_validator(mode="after")
+    def _check_paths(self) -> CohortConfig:
+        for key in NEEDED[self.kind]:
+            if not getattr(self, key):
+                raise ValueError(f"cohort kind '{self.kind}' needs '{key}'")
+        return self
+
+
+def load_cohort(spec: CohortConfig, phantom_dir: Path) -> Cohort:
+    """Read the configured cohort; a phantom one is generated into ``phantom_dir`` first
+    (once: an existing phantom with its clinical table is reused)."""
+    if spec.kind == "upenn":
+        return read_upenn(spec.root, spec.clinical, spec.segmentation, spec.on_missing)
+    if spec.kind == "rsna":
+        return read_rsna(spec.root, spec.labels_csv, spec.on_missing)
+    if spec.kind == "table":
+        return read_cohort_table(spec.table)
+    from gliotl.mgmt.data.phantom import CLINICAL_NAME, make_phantom_cohort
+
+    if not (phantom_dir / CLINICAL_NAME).is_file():
+        make_phantom_cohort(phantom_dir, spec.n_patients, spec.shape, spec.signal, spec.seed,
+                            progress=False, **spec.phantom_options)
+    return read_upenn(phantom_dir, segmentation=spec.segmentation,
+                      on_missing=spec.on_missing)
+
+
+__all__ = ["CohortConfig", "load_cohort"]
