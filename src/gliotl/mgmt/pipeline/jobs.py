@@ -143,8 +143,9 @@ def _predictions(request: FoldRequest, model: Any, datasets: dict[str, Any], dev
 
 def fold_job(job_dir: Path, request: FoldRequest) -> dict[str, Any]:
     """Train one method on one modality (or the stack) and one fold; predict val and hold-out."""
+    from gliotl.core.device import resolve_device
     from gliotl.mgmt.models.spottune import SpotTune
-    from gliotl.mgmt.pipeline.training import fit, resolve_device
+    from gliotl.mgmt.pipeline.training import fit
 
     training = request.training
     datasets = _datasets(request)

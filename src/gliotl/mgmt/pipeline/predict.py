@@ -101,11 +101,11 @@ def _fold_predictions(run: RunDir, config, method: str, cohort, cache, device) -
 def predict_cohort(run_dir: str | Path, cohort_path: str | Path, method: str | None = None,
                    device: str = "auto", progress: bool = False) -> pd.DataFrame:
     """Per patient and modality group: fused probability, threshold and call."""
+    from gliotl.core.device import resolve_device
     from gliotl.core.evaluation.evaluate import fold_ensemble
     from gliotl.mgmt.data.cache import VolumeCache
     from gliotl.mgmt.pipeline.experiment import cache_dir
     from gliotl.mgmt.pipeline.fusion import fuse_groups
-    from gliotl.mgmt.pipeline.training import resolve_device
 
     run = RunDir(run_dir)
     config, method = _finished_config(run, method)

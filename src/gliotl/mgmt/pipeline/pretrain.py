@@ -178,7 +178,7 @@ def pretrain_segmentation(
     """
     from monai.losses import DiceCELoss
 
-    from gliotl.mgmt.pipeline.training import resolve_device
+    from gliotl.core.device import resolve_device
 
     seed_everything(seed)
     dev = resolve_device(device)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 import numpy as np
@@ -250,17 +249,12 @@ def compact_table(run: RunDir) -> pd.DataFrame:
 
 def print_summary(run: RunDir) -> None:
     from rich.console import Console
-    from rich.table import Table
 
-    frame = compact_table(run)
-    table = Table(title=f"{run.path.name}: hold-out (fold ensemble, late fusion)")
-    for column in frame.columns:
-        table.add_column(str(column), no_wrap=True)
-    for _, row in frame.iterrows():
-        table.add_row(*["" if v is None or (isinstance(v, float) and not math.isfinite(v))
-                        else f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
+    from gliotl.core.reporting.console import TableStyle, print_frame
+
     console = Console(width=max(120, Console().width))
-    console.print(table)
+    print_frame(compact_table(run), f"{run.path.name}: hold-out (fold ensemble, late fusion)",
+                console, TableStyle(no_wrap=True, missing=""))
     console.print(f"report: {run.report_path}")
 
 

@@ -34,14 +34,6 @@ SENSITIVITY_WEIGHT = 0.6
 """Checkpoint metric of the paper: 0.6 * sensitivity + 0.4 * specificity on validation."""
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise GliotlError("training: field 'device': 'cuda' requested but no CUDA device found")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 # ---------------------------------------------------------------------------- models
 
 
@@ -328,7 +320,6 @@ __all__ = [
     "optimizer_for",
     "positive_weight",
     "predict_proba",
-    "resolve_device",
     "undersample_indices",
     "validation_log_loss",
 ]
