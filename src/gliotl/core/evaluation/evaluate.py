@@ -364,6 +364,7 @@ def _comparisons(frame, per_fold, per_repeat, pooled_rows, task, keys, by, refer
     table = per_fold if unit == "fold" else per_repeat
     unit_cols = ["repeat", "fold"] if unit == "fold" else ["repeat"]
     rows = []
+    delong = task == "classification" and n_repeats == 1
     by_groups = [((), frame)] if not by else frame.groupby(by, sort=True)
     for by_values, part in by_groups:
         by_values = by_values if isinstance(by_values, tuple) else (by_values,)
@@ -371,11 +372,7 @@ def _comparisons(frame, per_fold, per_repeat, pooled_rows, task, keys, by, refer
         methods = sorted(part["method"].unique())
         if reference not in methods:
             continue
-        sel = np.logical_and.reduce([table[k] == v for k, v in by_filter.items()]) if by \
-            else np.ones(len(table), dtype=bool)
-        units = table[sel].pivot_table(index=unit_cols, columns="method", values=metric,
-                                       aggfunc="first", dropna=False)
-        units = units.reindex(columns=methods)
+        units = _unit_scores(table, by_filter, unit_cols, metric, methods)
         for method in methods:
             if method == reference:
                 continue
@@ -383,33 +380,48 @@ def _comparisons(frame, per_fold, per_repeat, pooled_rows, task, keys, by, refer
             pair = units[[method, reference]].dropna()
             base = {**{"method": method}, **by_filter, "reference": reference, "metric": metric}
             if len(pair):
-                result = paired_wilcoxon(pair[method], pair[reference], source=source)
-                rows.append({**base, "test": result["test"], "unit": unit, "n": result["n"],
-                             "value": float(pair[method].mean()),
-                             "reference_value": float(pair[reference].mean()),
-                             "difference": result["mean_difference"],
-                             "statistic": result["statistic"], "p_value": result["p_value"]})
-            if task == "classification" and n_repeats == 1:
-                row = _delong_row(pooled_rows, by_filter, method, reference, base)
-                if row is not None:
-                    rows.append(row)
+                rows.append(_wilcoxon_row(pair, method, reference, unit, base, source))
+            if delong:
+                rows.extend(_delong_rows(pooled_rows, by_filter, method, reference, base))
     return pd.DataFrame(rows, columns=columns)
 
 
-def _delong_row(pooled_rows, by_filter, method, reference, base):
-    """DeLong on the pooled scores when both methods scored exactly the same test samples."""
+def _unit_scores(table: pd.DataFrame, by_filter: dict[str, Any], unit_cols: list[str],
+                 metric: str, methods: list[str]) -> pd.DataFrame:
+    """``metric`` per unit (rows) and method (columns) within one ``by`` group."""
+    sel = np.logical_and.reduce([table[k] == v for k, v in by_filter.items()]) if by_filter \
+        else np.ones(len(table), dtype=bool)
+    units = table[sel].pivot_table(index=unit_cols, columns="method", values=metric,
+                                   aggfunc="first", dropna=False)
+    return units.reindex(columns=methods)
+
+
+def _wilcoxon_row(pair: pd.DataFrame, method: str, reference: str, unit: str,
+                  base: dict[str, Any], source: Any) -> dict[str, Any]:
+    """The paired Wilcoxon of ``method`` against ``reference`` over the paired units."""
+    result = paired_wilcoxon(pair[method], pair[reference], source=source)
+    return {**base, "test": result["test"], "unit": unit, "n": result["n"],
+            "value": float(pair[method].mean()),
+            "reference_value": float(pair[reference].mean()),
+            "difference": result["mean_difference"],
+            "statistic": result["statistic"], "p_value": result["p_value"]}
+
+
+def _delong_rows(pooled_rows, by_filter, method, reference, base):
+    """DeLong on the pooled scores (one row) when both methods scored exactly the same test
+    samples, else no row."""
     part = pooled_rows
     for col, value in by_filter.items():
         part = part[part[col] == value]
     a = part[part["method"] == method].set_index("sample_id").sort_index()
     b = part[part["method"] == reference].set_index("sample_id").sort_index()
     if len(a) == 0 or not a.index.equals(b.index) or a["y_true"].nunique() < 2:
-        return None
+        return []
     result = delong_test(a["y_true"].to_numpy(), a["y_pred"].to_numpy(), b["y_pred"].to_numpy())
-    return {**base, "metric": "roc_auc", "test": result["test"], "unit": "sample",
+    return [{**base, "metric": "roc_auc", "test": result["test"], "unit": "sample",
             "n": int(len(a)), "value": result["auc_a"], "reference_value": result["auc_b"],
             "difference": result["auc_a"] - result["auc_b"], "statistic": result["z"],
-            "p_value": result["p_value"]}
+            "p_value": result["p_value"]}]
 
 
 # --------------------------------------------------------------------------------------------
