@@ -353,15 +353,17 @@ def _check_same_tests(frame, by_values, by, method, reference, unit_cols, source
                               "identical splits for a paired comparison")
 
 
-def _comparisons(frame, per_fold, per_repeat, pooled_rows, task, keys, by, reference, metric,
-                 pair_on, source):
+def _comparisons(frame, levels, pooled_rows, task, keys, by, reference, metric, pair_on,
+                 source):
+    """Each method against ``reference``; ``levels`` maps ``fold`` / ``repeat`` to the
+    per-fold / per-repeat metric tables the paired test reads."""
     columns = [*keys, "reference", "metric", "test", "unit", "n", "value", "reference_value",
                "difference", "statistic", "p_value"]
     if reference is None:
         return pd.DataFrame(columns=columns)
     n_repeats = frame["repeat"].nunique()
     unit = "fold" if pair_on == "fold" or n_repeats == 1 else "repeat"
-    table = per_fold if unit == "fold" else per_repeat
+    table = levels[unit]
     unit_cols = ["repeat", "fold"] if unit == "fold" else ["repeat"]
     rows = []
     delong = task == "classification" and n_repeats == 1
@@ -490,7 +492,7 @@ def _per_repeat(task: str, pooled_rows: pd.DataFrame, keys: list[str], delong: b
     return pd.DataFrame(rows)
 
 
-def evaluate_predictions(
+def evaluate_predictions(  # noqa: PLR0913  (keyword options of the one public entry point)
     predictions: pd.DataFrame,
     task: str,
     reference: str | None = None,
@@ -540,8 +542,9 @@ def evaluate_predictions(
     if delong:
         pooled = _delong_pooled(pooled, pooled_rows, keys)
     summary = _summary(per_fold, per_repeat, pooled, keys, metric_names, ci_metrics)
-    comparisons = _comparisons(frame, per_fold, per_repeat, pooled_rows, task, keys, by,
-                               reference, primary, pair_on, source)
+    levels = {"fold": per_fold, "repeat": per_repeat}
+    comparisons = _comparisons(frame, levels, pooled_rows, task, keys, by, reference, primary,
+                               pair_on, source)
     return Evaluation(
         task=task, primary_metric=primary, reference=reference, pair_on=pair_on,
         threshold=threshold, keys=keys, per_fold=per_fold, per_repeat=per_repeat, pooled=pooled,

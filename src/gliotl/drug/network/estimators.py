@@ -199,17 +199,7 @@ class NetworkRegressor(RegressorMixin, _NetworkEstimator):
             return self._fit_feature_extraction(X, y, source, src, policy, seed)
         if policy is not None and src is None:
             policy = self.transfer_policy_ = None  # nothing to transfer from: train from scratch
-        net = DrugResponseNet(X.shape[1], self.network_config_)
-        if src is not None:
-            src = [(w.detach().cpu().float(), b.detach().cpu().float()) for w, b in src]
-            rules = apply_policy(policy, net, src, generator)
-        else:
-            net.reset_parameters(generator)
-            rules = [LayerTraining() for _ in net.layers]
-        net = net.to(device)
-        for rule in rules:
-            if rule.anchor is not None:
-                rule.anchor = (rule.anchor[0].to(device), rule.anchor[1].to(device))
+        net, rules = self._initial_network(X.shape[1], policy, src, generator, device)
         result = train_network(
             net,
             torch.as_tensor(X, device=device),
@@ -226,6 +216,23 @@ class NetworkRegressor(RegressorMixin, _NetworkEstimator):
         self.fit_seconds_ = result.seconds
         self.useful_flops_ = result.useful_flops
         return self
+
+    def _initial_network(self, n_genes: int, policy: Any, src: list | None,
+                         generator: torch.Generator, device: torch.device) -> tuple[Any, list]:
+        """A new network and its per-layer training rules: initialised from ``src`` by the
+        transfer policy, or at random; the L2-SP anchors on ``device``."""
+        net = DrugResponseNet(n_genes, self.network_config_)
+        if src is not None:
+            src = [(w.detach().cpu().float(), b.detach().cpu().float()) for w, b in src]
+            rules = apply_policy(policy, net, src, generator)
+        else:
+            net.reset_parameters(generator)
+            rules = [LayerTraining() for _ in net.layers]
+        net = net.to(device)
+        for rule in rules:
+            if rule.anchor is not None:
+                rule.anchor = (rule.anchor[0].to(device), rule.anchor[1].to(device))
+        return net, rules
 
     def _fit_feature_extraction(
         self, X: np.ndarray, y: np.ndarray, source: Any, src: list, policy: Any, seed: int

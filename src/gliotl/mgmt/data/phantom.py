@@ -364,7 +364,7 @@ def _write_case(out: Path, index: int, seed: int, shape: tuple[int, int, int], s
     return truth, clinical
 
 
-def make_phantom_cohort(
+def make_phantom_cohort(  # noqa: PLR0913  (keyword options of the phantom generator's API)
     out: str | Path,
     n_patients: int,
     shape: tuple[int, int, int] = FULL_SHAPE,

@@ -156,7 +156,7 @@ def _pretrain_epoch(network: SegmentationNetwork, data: tuple[np.ndarray, np.nda
     return total, dice, n
 
 
-def pretrain_segmentation(
+def pretrain_segmentation(  # noqa: PLR0913  (keyword settings of one pretraining run)
     cohort: Cohort,
     out: str | Path,
     depth: int = 10,
