@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    ValidationError,
+    ValidationInfo,
+)
 
 from gliotl.errors import GliotlError, input_error
 
@@ -26,7 +34,11 @@ def _resolve_against_base(value: str, info: ValidationInfo) -> str:
     return str((Path(base) / value).resolve())
 
 
-ConfigPath = Annotated[str, AfterValidator(_resolve_against_base)]
+def _path_as_text(value: Any) -> Any:
+    return str(value) if isinstance(value, os.PathLike) else value
+
+
+ConfigPath = Annotated[str, BeforeValidator(_path_as_text), AfterValidator(_resolve_against_base)]
 """A path in a config: relative to the config file's folder, absolute once validated with the
 ``base_dir`` context (:func:`validate_config` passes it), so jobs and ``--resume`` read the same
 files from any working directory and the run records where they were."""
