@@ -22,6 +22,7 @@ from sklearn.model_selection import KFold
 from sklearn.utils.validation import check_array, check_is_fitted
 
 from gliotl.core.config import format_validation_error
+from gliotl.core.device import resolve_device
 from gliotl.core.io import load_torch, save_torch
 from gliotl.drug.network.model import (
     FINETUNE,
@@ -31,7 +32,6 @@ from gliotl.drug.network.model import (
     NetworkConfig,
     TrainConfig,
     predict_network,
-    resolve_device,
     train_network,
 )
 from gliotl.drug.network.transfer import (

@@ -30,7 +30,6 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from gliotl.core.config import StrictModel
-from gliotl.core.device import resolve_device
 
 ActivationName = Literal["sigmoid", "softplus", "relu", "tanh", "elu", "gelu", "linear"]
 
@@ -460,7 +459,6 @@ __all__ = [
     "TrainResult",
     "predict_network",
     "regulariser_values",
-    "resolve_device",
     "train_network",
     "useful_flops_per_sample",
 ]
