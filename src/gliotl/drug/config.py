@@ -54,7 +54,7 @@ def override_model(model: type[StrictModel], doc: str) -> type[StrictModel]:
     """``model`` with every field optional (None: keep the preset), its constraints kept."""
     fields: dict[str, Any] = {}
     for key, info in model.model_fields.items():
-        annotation = info.annotation
+        annotation: Any = info.annotation
         if info.metadata:
             annotation = Annotated[(annotation, *info.metadata)]
         fields[key] = (annotation | None, None)

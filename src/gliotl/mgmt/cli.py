@@ -18,12 +18,12 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
     from gliotl.errors import GliotlError
 
     try:
-        shape = tuple(int(part) for part in text.split(","))
+        parts = [int(part) for part in text.split(",")]
     except ValueError:
-        shape = ()
-    if len(shape) != 3 or min(shape) < 16:
+        parts = []
+    if len(parts) != 3 or min(parts) < 16:
         raise GliotlError(f"--shape: three integers >= 16 like 96,96,64 expected, got '{text}'")
-    return shape  # type: ignore[return-value]
+    return parts[0], parts[1], parts[2]
 
 
 @mgmt_app.command("phantom")

@@ -85,7 +85,7 @@ def read_gdsc_expression(path: str | Path) -> tuple[pd.DataFrame, int]:
     values = to_numeric_frame(frame.loc[named, data_columns], path, "expression values")
     values.index = symbols[named].astype(str).str.strip()
     matrix = values.T
-    matrix.index = [_DATA_COLUMN.match(c).group(1) for c in data_columns]
+    matrix.index = [_DATA_COLUMN.sub(r"\1", c) for c in data_columns]
     matrix = matrix.groupby(level=0, sort=False).mean()  # repeated arrays of one line
     return matrix, int((~named).sum())
 

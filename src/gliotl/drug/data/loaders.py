@@ -8,7 +8,7 @@ is run.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, overload
 
 from pydantic import Field, TypeAdapter, ValidationError
 
@@ -96,7 +96,7 @@ DatasetSpec = Annotated[
     Field(discriminator="kind"),
 ]
 _ADAPTER: TypeAdapter = TypeAdapter(DatasetSpec)
-_BY_KIND = {m.model_fields["kind"].annotation.__args__[0]: m for m in
+_BY_KIND = {get_args(m.model_fields["kind"].annotation)[0]: m for m in
             (GdscReleaseSpec, GdscPypiSpec, HgccSpec, GeoSpec, DrevalpySpec, TableSpec)}
 
 
@@ -127,6 +127,10 @@ def load_spec_file(path: str | Path) -> Any:
     return parse_spec(load_yaml(path), path, base_dir=Path(path).resolve().parent)
 
 
+@overload
+def _path(value: str) -> Path: ...
+@overload
+def _path(value: str | None) -> Path | None: ...
 def _path(value: str | None) -> Path | None:
     return Path(value) if value else None
 

@@ -112,10 +112,11 @@ def _annotate(samples: pd.DataFrame, spec: TableSpec, table: pd.DataFrame,
         annot = read_table(source)
     else:
         source, sid, annot = Path(spec.response_path), spec.sample_column, table
-    require_columns(annot, [sid or annot.columns[0], *spec.annotations.values()], source)
+    annotations = spec.annotations or {}
+    require_columns(annot, [sid or annot.columns[0], *annotations.values()], source)
     sid = sid or annot.columns[0]
     keys = annot[sid].astype(str).map(_annotation_key(spec, resp_map))
-    for out, column in spec.annotations.items():
+    for out, column in annotations.items():
         samples[out] = pd.Series(annot[column].to_numpy(), index=keys).groupby(level=0).first()
 
 

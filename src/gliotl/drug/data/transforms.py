@@ -111,6 +111,7 @@ class Binarise(TransformerMixin, BaseEstimator):
             values = _as_1d(y)
             self.threshold_ = float(np.nanquantile(values, self.quantile))
         else:
+            assert self.threshold is not None  # exactly one of the two, checked above
             self.threshold_ = float(self.threshold)
         return self
 
@@ -127,7 +128,7 @@ class ExpressionScaler(TransformerMixin, BaseEstimator):
     """Per-gene scaling with training statistics: ``standard`` (z-score) or ``robust``
     (median / IQR, the paper's choice for GDSC). Keeps DataFrame index and gene names."""
 
-    def __init__(self, kind: Literal["standard", "robust"] = "standard"):
+    def __init__(self, kind: str = "standard"):  # "standard" or "robust", checked in fit
         self.kind = kind
 
     def fit(self, X, _=None) -> ExpressionScaler:

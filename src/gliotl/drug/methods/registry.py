@@ -14,7 +14,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Literal, get_args, get_type_hints
+from typing import Any, Literal, get_args
 
 from pydantic import Field, SerializeAsAny, ValidationInfo, create_model, field_validator
 from sklearn.base import BaseEstimator, RegressorMixin
@@ -106,12 +106,12 @@ def params_model(estimator: type, exclude: tuple[str, ...] = ("seed",),
     """A strict params model from ``estimator.__init__``: its parameters (minus ``exclude``),
     their defaults and type hints (``types`` replaces hints that YAML cannot express). With
     ``grid``, a nested-selection candidate may also list a ``grid`` over those parameters."""
-    hints = get_type_hints(estimator.__init__)
     fields: dict[str, Any] = {}
-    for name, parameter in inspect.signature(estimator.__init__).parameters.items():
-        if name == "self" or name in exclude:
+    for name, parameter in inspect.signature(estimator, eval_str=True).parameters.items():
+        if name in exclude:
             continue
-        annotation = (types or {}).get(name, hints.get(name, Any))
+        hint = Any if parameter.annotation is inspect.Parameter.empty else parameter.annotation
+        annotation = (types or {}).get(name, hint)
         default = parameter.default
         fields[name] = (annotation, ... if default is inspect.Parameter.empty else default)
     names = sorted(fields)
@@ -183,8 +183,8 @@ class SourcePredictor:
 class NetworkParams(StrictModel):
     """A network method's changes to the experiment's ``network`` / ``train.finetune``."""
 
-    network: NetworkOverride = NetworkOverride()
-    train: TrainOverride = TrainOverride()
+    network: NetworkOverride = NetworkOverride()  # type: ignore[valid-type]  # built by create_model
+    train: TrainOverride = TrainOverride()  # type: ignore[valid-type]  # built by create_model
     grid: dict[str, list[Any]] = {}
 
     @field_validator("grid")
@@ -259,12 +259,12 @@ NestedParams = params_model(NestedSelector, exclude=("candidates", "seed"),
 
 class ElasticNetMethod(MethodConfig):
     kind: Literal["elasticnet"]
-    params: ElasticNetParams = ElasticNetParams()
+    params: ElasticNetParams = ElasticNetParams()  # type: ignore[valid-type]  # built by create_model
 
 
 class RandomForestMethod(MethodConfig):
     kind: Literal["random_forest"]
-    params: RandomForestParams = RandomForestParams()
+    params: RandomForestParams = RandomForestParams()  # type: ignore[valid-type]  # built by create_model
 
 
 class PriorElasticNetMethod(ChainMethod):
@@ -272,7 +272,7 @@ class PriorElasticNetMethod(ChainMethod):
 
     kind: Literal["prior_elasticnet"]
     chain: list[str] = Field(min_length=1)
-    params: PriorElasticNetParams = PriorElasticNetParams()
+    params: PriorElasticNetParams = PriorElasticNetParams()  # type: ignore[valid-type]  # built by create_model
 
 
 def _build_prior(method: PriorElasticNetMethod, ctx: BuildContext) -> Any:
@@ -321,7 +321,7 @@ class NestedMethod(MethodConfig):
 
     kind: Literal["nested"]
     candidates: list[str] = Field(min_length=1)
-    params: NestedParams = NestedParams()
+    params: NestedParams = NestedParams()  # type: ignore[valid-type]  # built by create_model
 
     def references(self) -> list[str]:
         return list(self.candidates)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.linear_model import ElasticNetCV, RidgeCV
 from sklearn.model_selection import KFold
@@ -53,10 +54,8 @@ def _network_config(value: Any, where: str = "network") -> NetworkConfig:
         return value
     try:
         return NetworkConfig.model_validate(value)
-    except Exception as exc:
-        if hasattr(exc, "errors"):
-            raise format_validation_error(exc, where) from None
-        raise
+    except ValidationError as exc:
+        raise format_validation_error(exc, where) from None
 
 
 def _train_config(value: Any, default: TrainConfig, where: str = "train") -> TrainConfig:
@@ -66,10 +65,8 @@ def _train_config(value: Any, default: TrainConfig, where: str = "train") -> Tra
         return value
     try:
         return TrainConfig.model_validate(value)
-    except Exception as exc:
-        if hasattr(exc, "errors"):
-            raise format_validation_error(exc, where) from None
-        raise
+    except ValidationError as exc:
+        raise format_validation_error(exc, where) from None
 
 
 def _as_float32(X: Any) -> np.ndarray:
@@ -131,7 +128,7 @@ class _NetworkEstimator(BaseEstimator):
             raise input_error(source, "weights", expected) from None
         self.network_ = net.to(self._device()).eval()
         self.loss_history_ = list(state.get("loss_history", []))
-        self.val_loss_history_ = []
+        self.val_loss_history_: list[float] = []
 
     def save(self, path: str | Path) -> Path:
         """Write the fitted model (config + tensors, weights-only loadable) atomically."""
@@ -187,7 +184,7 @@ class NetworkRegressor(RegressorMixin, _NetworkEstimator):
         policy = parse_policy(self.transfer) if (source is not None or self.transfer) else None
         self.transfer_policy_ = policy
         self.n_features_in_ = X.shape[1]
-        self.head_ = None
+        self.head_: dict[str, Any] | None = None
         device = self._device()
         generator = torch.Generator().manual_seed(seed)
         src = source_layers(_source_state(source)) if source is not None else None
@@ -255,8 +252,8 @@ class NetworkRegressor(RegressorMixin, _NetworkEstimator):
             )
         with torch.no_grad():  # copies: the source's own tensors are never touched
             for index in range(n_hidden):
-                net.layers[index].weight.copy_(src[index][0])
-                net.layers[index].bias.copy_(src[index][1])
+                net.dense_layers[index].weight.copy_(src[index][0])
+                net.dense_layers[index].bias.copy_(src[index][1])
         for param in net.parameters():
             param.requires_grad_(False)
         start = time.perf_counter()
@@ -281,7 +278,7 @@ class NetworkRegressor(RegressorMixin, _NetworkEstimator):
         }
         self.network_ = net
         self.loss_history_ = []
-        self.val_loss_history_ = []
+        self.val_loss_history_: list[float] = []
         self.best_epoch_ = None
         self.fit_seconds_ = time.perf_counter() - start
         self.useful_flops_ = 0.0

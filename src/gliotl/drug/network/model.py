@@ -22,7 +22,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import torch
@@ -44,11 +44,15 @@ _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+def _default_activations() -> list[ActivationName]:
+    return ["sigmoid", "softplus"]
+
+
 class NetworkConfig(StrictModel):
     """Layer sizes, activations, dropout and Keras-style regularisers of the network."""
 
     hidden: list[int] = Field(default_factory=lambda: [1000, 100], min_length=1)
-    activations: list[ActivationName] = Field(default_factory=lambda: ["sigmoid", "softplus"])
+    activations: list[ActivationName] = Field(default_factory=_default_activations)
     output_activation: ActivationName = "softplus"
     dropout: list[float] = Field(default_factory=lambda: [0.3, 0.1])
     l2_weight_first: float = Field(default=1e-4, ge=0.0)
@@ -119,12 +123,17 @@ class DrugResponseNet(nn.Module):
         self.reset_parameters(generator or torch.Generator().manual_seed(0))
 
     @property
+    def dense_layers(self) -> list[nn.Linear]:
+        """The Dense layers, input to output (``layers`` typed for what it holds)."""
+        return [cast(nn.Linear, layer) for layer in self.layers]
+
+    @property
     def hidden_layers(self) -> list[nn.Linear]:
-        return list(self.layers[:-1])
+        return self.dense_layers[:-1]
 
     def reset_layer(self, index: int, generator: torch.Generator | None = None) -> None:
         """Keras-style initialisation: uniform(+-init_uniform) kernel, zero bias."""
-        layer = self.layers[index]
+        layer = self.dense_layers[index]
         bound = self.config.init_uniform
         with torch.no_grad():
             weight = torch.empty(layer.weight.shape).uniform_(-bound, bound, generator=generator)
@@ -139,7 +148,7 @@ class DrugResponseNet(nn.Module):
         """Activations of hidden layer ``upto`` (default: the last); dropout only in training."""
         n_hidden = len(self.layers) - 1
         stop = upto % n_hidden if n_hidden else 0
-        for index, layer in enumerate(self.layers[: stop + 1]):
+        for index, layer in enumerate(self.dense_layers[: stop + 1]):
             x = self._acts[index](layer(x))
             if index == 0:
                 self.last_first_activation = x
@@ -149,14 +158,14 @@ class DrugResponseNet(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self._out_act(self.layers[-1](self.hidden(x)))
+        out = self._out_act(self.dense_layers[-1](self.hidden(x)))
         return out.squeeze(-1) if self.n_outputs == 1 else out
 
 
 def regulariser_values(net: DrugResponseNet, first_activation: torch.Tensor) -> dict[str, float]:
     """The Keras regularisation terms, as numbers (the loop applies them through gradients)."""
     cfg = net.config
-    l2 = cfg.l2_weight_first * float(net.layers[0].weight.detach().pow(2).sum())
+    l2 = cfg.l2_weight_first * float(net.dense_layers[0].weight.detach().pow(2).sum())
     batch = max(first_activation.shape[0], 1)
     l1 = cfg.l1_activity_first * float(first_activation.detach().abs().sum()) / batch
     return {"l2_weight_first": l2, "l1_activity_first": l1}
@@ -188,7 +197,7 @@ def useful_flops_per_sample(net: DrugResponseNet, rules: Sequence[LayerTraining]
     """FLOPs a training step really needs per sample: forward 2*MACs for every layer; backward
     2*MACs for the weight gradient of each trainable layer plus 2*MACs for the input gradient of
     every layer above the lowest trainable one (nothing flows into the input data)."""
-    macs = [layer.in_features * layer.out_features for layer in net.layers]
+    macs = [layer.in_features * layer.out_features for layer in net.dense_layers]
     trainable = [not rule.frozen for rule in rules]
     if not any(trainable):
         return 2.0 * sum(macs)
@@ -214,7 +223,7 @@ def _make_optimizer(
     (parameter, coefficient) that cannot be folded into the optimiser's own weight decay."""
     groups: list[dict] = []
     manual_l2: list[tuple[torch.Tensor, float]] = []
-    for index, (layer, rule) in enumerate(zip(net.layers, rules, strict=True)):
+    for index, (layer, rule) in enumerate(zip(net.dense_layers, rules, strict=True)):
         layer.weight.requires_grad_(not rule.frozen)
         layer.bias.requires_grad_(not rule.frozen)
         if not rule.frozen:
@@ -299,7 +308,7 @@ class _Penalties:
               manual_l2: list[tuple[torch.Tensor, float]]) -> _Penalties:
         anchors = [
             (layer, rule.anchor, 2.0 * rule.anchor_alpha)
-            for layer, rule in zip(net.layers, rules, strict=True)
+            for layer, rule in zip(net.dense_layers, rules, strict=True)
             if rule.anchor is not None and not rule.frozen and rule.anchor_alpha > 0
         ]
         l1 = net.config.l1_activity_first
@@ -309,16 +318,16 @@ class _Penalties:
     def add_to_loss(self, loss: torch.Tensor, net: DrugResponseNet) -> torch.Tensor:
         if not self.l1:
             return loss
-        act = net.last_first_activation
+        act = cast(torch.Tensor, net.last_first_activation)  # set by the forward pass
         return loss + self.l1 * act.abs().sum() / act.shape[0]
 
     @torch.no_grad()
     def add_to_grads(self) -> None:
         for param, coef in self.manual_l2:
-            param.grad.add_(param, alpha=coef)
+            cast(torch.Tensor, param.grad).add_(param, alpha=coef)
         for layer, (w_src, b_src), coef in self.anchors:
-            layer.weight.grad.add_(layer.weight - w_src, alpha=coef)
-            layer.bias.grad.add_(layer.bias - b_src, alpha=coef)
+            cast(torch.Tensor, layer.weight.grad).add_(layer.weight - w_src, alpha=coef)
+            cast(torch.Tensor, layer.bias.grad).add_(layer.bias - b_src, alpha=coef)
 
 
 @dataclass
@@ -367,12 +376,12 @@ def _restore_requires_grad(net: DrugResponseNet, rules: Sequence[LayerTraining])
         layer.bias.requires_grad_(not rule.frozen)
 
 
-def _validate(net: DrugResponseNet, val: _Rows, epoch: int, stopper: _EarlyStopping,
+def _validate(net: DrugResponseNet, val: _Rows, epoch: int, stopper: _EarlyStopping | None,
               result: TrainResult) -> bool:
     """Record the validation loss; True when early stopping says to stop."""
     val_loss = _eval_loss(net, val.X, val.y)
     result.val_loss_history.append(val_loss)
-    return stopper.should_stop(val_loss, epoch, net)
+    return stopper is not None and stopper.should_stop(val_loss, epoch, net)
 
 
 def train_network(

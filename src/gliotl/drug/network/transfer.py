@@ -101,7 +101,7 @@ def _check_shape(index: int, layer: torch.nn.Linear, w: torch.Tensor, b: torch.T
 
 
 def _copy(net: DrugResponseNet, index: int, src: SourceLayers) -> None:
-    layer = net.layers[index]
+    layer = net.dense_layers[index]
     w, b = src[index]
     if not _check_shape(index, layer, w, b):
         raise GliotlError(
@@ -126,7 +126,7 @@ def _copy_all(net: DrugResponseNet, src: SourceLayers) -> list[bool]:
         if index < n_hidden:
             _copy(net, index, src)
             copied.append(True)
-        elif index < len(src) and _check_shape(index, net.layers[index], *src[index]):
+        elif index < len(src) and _check_shape(index, net.dense_layers[index], *src[index]):
             _copy(net, index, src)
             copied.append(True)
         else:
@@ -156,7 +156,7 @@ def _discriminative_lr(policy: DiscriminativeLRTransfer, net: DrugResponseNet,
 def _l2sp(policy: L2SPTransfer, net: DrugResponseNet, rules: list[LayerTraining],
           copied: list[bool]) -> None:
     for index, was_copied in enumerate(copied):
-        layer = net.layers[index]
+        layer = net.dense_layers[index]
         if was_copied:
             rules[index].anchor = (layer.weight.detach().clone(), layer.bias.detach().clone())
             rules[index].anchor_alpha = policy.alpha

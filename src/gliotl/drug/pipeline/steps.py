@@ -100,8 +100,8 @@ def prepare_steps(config: ExperimentConfig, data_dir: Path) -> dict[str, dict]:
     datasets, gene_report = load_and_align(config)
     instances: list[tuple[str, str | None]] = [(name, None) for name in config.steps]
     if config.source_selection is not None:
-        for drug in config.source_selection.candidates:
-            instances.append((config.source_selection.step, drug))
+        for candidate in config.source_selection.candidates:
+            instances.append((config.source_selection.step, candidate))
     built: dict[str, StepData] = {}
     for name, drug in instances:
         step = config.steps[name]

@@ -60,7 +60,8 @@ def parameter_groups(
 
     Frozen parameters are left out so that an optimizer with weight decay cannot move them.
     """
-    backbone, head = [], []
+    backbone: list[nn.Parameter] = []
+    head: list[nn.Parameter] = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue

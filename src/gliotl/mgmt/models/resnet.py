@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -374,9 +374,9 @@ def inflate_stem(model: MedicalNetResNet, in_channels: int) -> MedicalNetResNet:
     new = nn.Conv3d(
         in_channels,
         old.out_channels,
-        kernel_size=old.kernel_size,
-        stride=old.stride,
-        padding=old.padding,
+        kernel_size=cast(tuple[int, int, int], old.kernel_size),
+        stride=cast(tuple[int, int, int], old.stride),
+        padding=cast(tuple[int, int, int], old.padding),
         bias=False,
     ).to(device=old.weight.device, dtype=old.weight.dtype)
     with torch.no_grad():

@@ -131,6 +131,13 @@ class SpotTune(nn.Module):
     policy, step); restore into a SpotTune built with the same depth and options.
     """
 
+    # Buffers and optional submodules, typed for what they hold (nn.Module types them loosely).
+    step: torch.Tensor
+    _usage_tuned: torch.Tensor
+    _usage_seen: torch.Tensor
+    policy: nn.Module | None
+    global_logits: nn.Parameter | None
+
     def __init__(
         self,
         backbone: MedicalNetResNet,
@@ -239,6 +246,7 @@ class SpotTune(nn.Module):
         """Float32 logits of shape (N, n_blocks, 2)."""
         if self.policy is not None:
             return self.policy(x).float()
+        assert self.global_logits is not None  # set whenever there is no policy network
         return self.global_logits.float().unsqueeze(0).expand(x.shape[0], -1, -1)
 
     def _deterministic_gates(self, logits: torch.Tensor) -> torch.Tensor:

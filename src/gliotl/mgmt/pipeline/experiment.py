@@ -163,7 +163,7 @@ def fold_jobs(config: MGMTExperimentConfig, run: RunDir, splits: pd.DataFrame,
     """One job per (method, unit, fold), each with its typed request."""
     from gliotl.core.evaluation.splits import iter_folds
 
-    shared = dict(config=config, cohort_table=str(run.path / COHORT_FILE),
+    shared: dict[str, Any] = dict(config=config, cohort_table=str(run.path / COHORT_FILE),
                   cache_dir=str(cache_dir(config, run.path)), weights=weights)
     jobs = []
     for method in (m.name for m in config.methods):

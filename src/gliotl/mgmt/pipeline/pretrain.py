@@ -182,7 +182,7 @@ def pretrain_segmentation(  # noqa: PLR0913  (keyword settings of one pretrainin
 
     seed_everything(seed)
     dev = resolve_device(device)
-    images, masks = load_pretraining_volumes(cohort, tuple(shape), modalities, max_patients)
+    images, masks = load_pretraining_volumes(cohort, shape, modalities, max_patients)
     network = SegmentationNetwork(MedicalNetResNet(depth, 1, shortcut_type=shortcut_type)).to(dev)
     optimizer = torch.optim.Adam(network.parameters(), lr=lr)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)

@@ -56,6 +56,7 @@ def build_model(method: str, depth: int, weights: str | None, in_channels: int, 
                                  in_channels=in_channels, dropout=dropout,
                                  shortcut_type=shortcut_type)
     if spec.spottune is None:
+        assert spec.strategy is not None  # every non-SpotTune method names its strategy
         return configure_strategy(backbone, spec.strategy)
     anneal = training.epochs * max(1, steps_per_epoch)
     return SpotTune(
@@ -231,6 +232,8 @@ def _epoch_loader(train_set: Any, labels: np.ndarray, training: TrainingConfig, 
 
 def _train_epoch(model: nn.Module, loader: Any, loop: _Loop) -> tuple[float, int]:
     """One pass over ``loader``; returns (summed loss, items seen)."""
+    from gliotl.mgmt.models.spottune import SpotTune
+
     model.train()
     total, seen = 0.0, 0
     for x, y in loader:
@@ -240,7 +243,7 @@ def _train_epoch(model: nn.Module, loader: Any, loop: _Loop) -> tuple[float, int
         with _autocast(loop.device, loop.use_amp):
             logits = model(x)
             loss = loop.loss_fn(logits.float(), y)
-            if hasattr(model, "regularization_loss"):
+            if isinstance(model, SpotTune):
                 loss = loss + model.regularization_loss()
         loop.scaler.scale(loss).backward()
         loop.scaler.step(loop.optimizer)
