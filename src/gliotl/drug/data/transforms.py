@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.preprocessing import RobustScaler, StandardScaler
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils import Tags
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from gliotl.errors import GliotlError
 
@@ -39,7 +40,21 @@ def _like(original, values: np.ndarray):
     return values.reshape(original.shape) if original.ndim == 2 else values
 
 
-class ResponseMinMax(TransformerMixin, BaseEstimator):
+class _ResponseTransform(TransformerMixin, BaseEstimator):
+    """A transform of the response vector ``y`` (1-D), not of a feature matrix.
+
+    Tagged as scikit-learn tags its own ``LabelEncoder``: no 2-D input, so the estimator checks
+    (which feed feature matrices) do not apply.
+    """
+
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.one_d_array = True
+        return tags
+
+
+class ResponseMinMax(_ResponseTransform):
     """Min-max scale a response to ``[low, high]`` (the paper's 0-10) with training min / max."""
 
     def __init__(self, low: float = 0.0, high: float = 10.0):
@@ -70,7 +85,7 @@ class ResponseMinMax(TransformerMixin, BaseEstimator):
         return _like(y, out)
 
 
-class LogTransform(TransformerMixin, BaseEstimator):
+class LogTransform(_ResponseTransform):
     """Natural log of a positive response (IC50 in uM -> ln IC50, GDSC's scale); no state."""
 
     def fit(self, y, _=None) -> LogTransform:
@@ -89,7 +104,7 @@ class LogTransform(TransformerMixin, BaseEstimator):
         return _like(y, np.exp(_as_1d(y)))
 
 
-class Binarise(TransformerMixin, BaseEstimator):
+class Binarise(_ResponseTransform):
     """Response -> 0/1 by a fixed ``threshold`` or a training ``quantile``.
 
     ``positive="below"`` labels low values 1 (a low AUC / IC50 means sensitive); NaN stays NaN.
@@ -131,18 +146,21 @@ class ExpressionScaler(TransformerMixin, BaseEstimator):
     def __init__(self, kind: str = "standard"):  # "standard" or "robust", checked in fit
         self.kind = kind
 
-    def fit(self, X, _=None) -> ExpressionScaler:
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # a missing value stays missing, as in StandardScaler
+        return tags
+
+    def fit(self, X, y=None) -> ExpressionScaler:
         if self.kind not in ("standard", "robust"):
             raise GliotlError(f"ExpressionScaler: field 'kind': expected 'standard' or 'robust', "
                               f"got '{self.kind}'")
+        values = validate_data(self, X, dtype=np.float64, ensure_all_finite="allow-nan")
         scaler = StandardScaler() if self.kind == "standard" else RobustScaler()
-        scaler.fit(np.asarray(X, dtype=float))
+        scaler.fit(values)
         self.center_ = np.asarray(scaler.mean_ if self.kind == "standard" else scaler.center_)
         self.scale_ = np.asarray(scaler.scale_, dtype=float)
         self.scale_[~np.isfinite(self.scale_) | (self.scale_ == 0)] = 1.0
-        if isinstance(X, pd.DataFrame):
-            self.feature_names_in_ = np.asarray(X.columns, dtype=object)
-        self.n_features_in_ = self.center_.size
         return self
 
     def transform(self, X):
@@ -151,7 +169,9 @@ class ExpressionScaler(TransformerMixin, BaseEstimator):
             if list(X.columns) != list(self.feature_names_in_):
                 raise GliotlError("ExpressionScaler: field 'genes': columns differ from the "
                                   "training genes; align genes first")
-        values = (np.asarray(X, dtype=float) - self.center_) / self.scale_
+        values = validate_data(self, X, dtype=np.float64, ensure_all_finite="allow-nan",
+                               reset=False)
+        values = (values - self.center_) / self.scale_
         if isinstance(X, pd.DataFrame):
             return pd.DataFrame(values, index=X.index, columns=X.columns)
         return values
@@ -172,8 +192,13 @@ class GeneFilter(TransformerMixin, BaseEstimator):
         self.top_k_variance = top_k_variance
         self.min_variance = min_variance
 
-    def fit(self, X, _=None) -> GeneFilter:
-        values = np.asarray(X, dtype=float)
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # variances ignore missing values
+        return tags
+
+    def fit(self, X, y=None) -> GeneFilter:
+        values = validate_data(self, X, dtype=np.float64, ensure_all_finite="allow-nan")
         variance = np.nanvar(values, axis=0, ddof=1) if len(values) > 1 else \
             np.zeros(values.shape[1])
         variance = np.nan_to_num(variance, nan=0.0)
@@ -193,7 +218,6 @@ class GeneFilter(TransformerMixin, BaseEstimator):
         self.variance_ = variance
         names = X.columns if isinstance(X, pd.DataFrame) else [f"x{i}" for i in
                                                                 range(values.shape[1])]
-        self.feature_names_in_ = np.asarray(names, dtype=object)
         self.genes_ = [str(g) for g, k in zip(names, keep, strict=True) if k]
         return self
 
@@ -205,7 +229,9 @@ class GeneFilter(TransformerMixin, BaseEstimator):
                 raise GliotlError(f"GeneFilter: field 'genes': gene '{missing[0]}' chosen in "
                                   "training is missing; align genes first")
             return X[self.genes_]
-        return np.asarray(X)[:, self.support_]
+        values = validate_data(self, X, dtype=np.float64, ensure_all_finite="allow-nan",
+                               reset=False)
+        return values[:, self.support_]
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         check_is_fitted(self, "support_")

@@ -18,6 +18,7 @@ from sklearn.linear_model import ElasticNetCV
 from sklearn.model_selection import KFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils import Tags
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 __all__ = [
@@ -46,6 +47,11 @@ class TrainingMeanRegressor(RegressorMixin, BaseEstimator):
     The floor every model must clear; its constant prediction has no rank information, so its
     Spearman correlation is undefined (the evaluation core reports it as such).
     """
+
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.regressor_tags.poor_score = True  # a constant: R^2 is 0 by construction
+        return tags
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> TrainingMeanRegressor:
         X, y = validate_data(self, X, y, y_numeric=True)
@@ -168,6 +174,12 @@ class MGMTStatusRegressor(RegressorMixin, BaseEstimator):
 
     def __init__(self, status_column: int = -1) -> None:
         self.status_column = status_column
+
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # NaN means "status unknown"
+        tags.input_tags.string = True  # labels such as "methylated"
+        return tags
 
     def _status(self, X: np.ndarray) -> list[float | str | None]:
         n_features = X.shape[1]

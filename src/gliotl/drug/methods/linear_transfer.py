@@ -104,7 +104,10 @@ class _SourceCentredLinear(RegressorMixin, BaseEstimator):
 
     def _prepare(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """Return the standardised X, the prior coefficients and prior intercept."""
-        prior = np.asarray(self.source_coef, dtype=float).ravel()
+        if self.source_coef is None:  # no source: the plain ElasticNet
+            prior = np.zeros(X.shape[1])
+        else:
+            prior = np.asarray(self.source_coef, dtype=float).ravel()
         if prior.shape[0] != X.shape[1]:
             raise ValueError(
                 f"source_coef has {prior.shape[0]} coefficients but X has {X.shape[1]} genes"
@@ -138,14 +141,14 @@ class PriorCenteredElasticNet(_SourceCentredLinear):
     """ElasticNet with penalty ``alpha * (l1_ratio*|b - b_src|_1 + (1-l1_ratio)/2*|b - b_src|^2)``.
 
     ``alpha=np.inf`` (or any alpha large enough) returns the source coefficients; a zero
-    ``source_coef`` gives the plain ElasticNet. The intercept is not penalised when
+    ``source_coef`` (or None) gives the plain ElasticNet. The intercept is not penalised when
     ``fit_intercept`` is true, so a level shift between datasets is always absorbed.
     ``coef_`` and ``intercept_`` act on the standardised genes (see the module docstring).
     """
 
     def __init__(
         self,
-        source_coef: np.ndarray,
+        source_coef: np.ndarray | None = None,
         source_intercept: float = 0.0,
         alpha: float = 1.0,
         l1_ratio: float = 0.5,
@@ -197,7 +200,7 @@ class TunedPriorCenteredElasticNet(_SourceCentredLinear):
 
     def __init__(
         self,
-        source_coef: np.ndarray,
+        source_coef: np.ndarray | None = None,
         source_intercept: float = 0.0,
         l1_ratios: Sequence[float] = (0.1, 0.5, 0.9, 1.0),
         n_alphas: int = 50,

@@ -18,6 +18,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import Field, SerializeAsAny, ValidationInfo, create_model, field_validator
 from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils.validation import check_is_fitted
 
 from gliotl.core.config import StrictModel
 from gliotl.drug.config import (
@@ -144,7 +145,7 @@ def params_grid(method: MethodConfig) -> dict[str, list[Any]]:
 # -- networks ---------------------------------------------------------------------------------
 
 
-class SourceNetworkFineTuner(BaseEstimator, RegressorMixin):
+class SourceNetworkFineTuner(RegressorMixin, BaseEstimator):
     """Fine-tune a network on the target, initialised from an upstream network by a policy."""
 
     def __init__(self, network=None, train=None, transfer=None, source_path=None, seed=0):
@@ -162,9 +163,11 @@ class SourceNetworkFineTuner(BaseEstimator, RegressorMixin):
         self.model_ = NetworkRegressor(
             network=self.network, train=self.train, transfer=transfer, seed=self.seed
         ).fit(X, y, source=source)
+        self.n_features_in_ = self.model_.n_features_in_
         return self
 
     def predict(self, X):
+        check_is_fitted(self, "model_")
         return self.model_.predict(X)
 
 

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.linear_model import ElasticNetCV, RidgeCV
 from sklearn.model_selection import KFold
-from sklearn.utils.validation import check_array, check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from gliotl.core.config import format_validation_error
 from gliotl.core.device import resolve_device
@@ -69,10 +69,6 @@ def _train_config(value: Any, default: TrainConfig, where: str = "train") -> Tra
         raise format_validation_error(exc, where) from None
 
 
-def _as_float32(X: Any) -> np.ndarray:
-    return check_array(X, dtype=np.float32, ensure_all_finite=True)
-
-
 class _NetworkEstimator(BaseEstimator):
     """Shared plumbing: device, tensors, state dicts and checkpoint files."""
 
@@ -82,13 +78,9 @@ class _NetworkEstimator(BaseEstimator):
         return resolve_device(self.device)
 
     def _check_features(self, X: Any) -> np.ndarray:
+        """Finite float32 samples x the genes seen in fit (scikit-learn's own checks)."""
         check_is_fitted(self, "network_")
-        X = _as_float32(X)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {X.shape[1]} genes; this model was fitted on {self.n_features_in_}"
-            )
-        return X
+        return validate_data(self, X, dtype=np.float32, reset=False)
 
     def _base_state(self) -> dict[str, Any]:
         check_is_fitted(self, "network_")
@@ -172,18 +164,13 @@ class NetworkRegressor(RegressorMixin, _NetworkEstimator):
     def fit(self, X: Any, y: Any, source: Any = None) -> NetworkRegressor:
         """Train on (X, y); with ``source`` (a fitted regressor, multi-task model or state
         dict) the transfer policy first initialises the network from it."""
-        X = _as_float32(X)
-        y = np.asarray(y, dtype=np.float32).reshape(-1)
-        if y.shape[0] != X.shape[0]:
-            raise ValueError(f"X has {X.shape[0]} samples but y has {y.shape[0]}")
-        if not np.all(np.isfinite(y)):
-            raise ValueError("y contains NaN or infinite responses")
+        X, y = validate_data(self, X, y, dtype=np.float32, y_numeric=True)
+        y = y.astype(np.float32)
         self.network_config_ = _network_config(self.network)
         self.train_config_ = _train_config(self.train, FINETUNE if source is not None else PRETRAIN)
         seed = self.train_config_.seed if self.train_config_.seed is not None else int(self.seed)
         policy = parse_policy(self.transfer) if (source is not None or self.transfer) else None
         self.transfer_policy_ = policy
-        self.n_features_in_ = X.shape[1]
         self.head_: dict[str, Any] | None = None
         device = self._device()
         generator = torch.Generator().manual_seed(seed)
@@ -357,7 +344,7 @@ class MultiTaskNetworkRegressor(_NetworkEstimator):
         self.verbose = verbose
 
     def fit(self, X: Any, Y: Any) -> MultiTaskNetworkRegressor:
-        X = _as_float32(X)
+        X = validate_data(self, X, dtype=np.float32)  # Y may hold NaN: checked below
         Y = np.asarray(Y, dtype=np.float32)
         if Y.ndim == 1:
             Y = Y[:, None]
@@ -374,7 +361,6 @@ class MultiTaskNetworkRegressor(_NetworkEstimator):
         self.network_config_ = _network_config(self.network)
         self.train_config_ = _train_config(self.train, PRETRAIN)
         seed = self.train_config_.seed if self.train_config_.seed is not None else int(self.seed)
-        self.n_features_in_ = X.shape[1]
         self.n_tasks_ = Y.shape[1]
         device = self._device()
         net = DrugResponseNet(X.shape[1], self.network_config_, n_outputs=Y.shape[1])

@@ -33,6 +33,11 @@ from gliotl.core.config import StrictModel
 
 ActivationName = Literal["sigmoid", "softplus", "relu", "tanh", "elu", "gelu", "linear"]
 
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    """The linear activation; a named function so that fitted models pickle."""
+    return x
+
+
 _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "sigmoid": torch.sigmoid,
     "softplus": nn.functional.softplus,
@@ -40,7 +45,7 @@ _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "tanh": torch.tanh,
     "elu": nn.functional.elu,
     "gelu": nn.functional.gelu,
-    "linear": lambda x: x,
+    "linear": _identity,
 }
 
 
