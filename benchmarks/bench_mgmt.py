@@ -83,14 +83,14 @@ def bench_depth(
     spot = SpotTune(copy.deepcopy(plain), temperature=5.0).to(device)
     spot_opt = torch.optim.Adam(spot.parameter_groups(1e-5, 1e-4))
 
-    def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Callable[[], None]:
+    def train_step(model: torch.nn.Module, optimiser: torch.optim.Optimizer) -> Callable[[], None]:
         def step() -> None:
             model.train()
-            optimizer.zero_grad(set_to_none=True)
+            optimiser.zero_grad(set_to_none=True)
             with _autocast(device):
                 loss = F.binary_cross_entropy_with_logits(model(x).float(), y)
             loss.backward()
-            optimizer.step()
+            optimiser.step()
         return step
 
     def infer(model: torch.nn.Module) -> Callable[[], None]:

@@ -26,8 +26,8 @@ from gliotl.drug.methods.baselines import (
     TunedElasticNet,
 )
 from gliotl.drug.methods.linear_transfer import (
-    PriorCenteredElasticNet,
-    TunedPriorCenteredElasticNet,
+    PriorCentredElasticNet,
+    TunedPriorCentredElasticNet,
 )
 from gliotl.drug.methods.registry import SourceNetworkFineTuner
 from gliotl.drug.methods.selection import Candidate, NestedSelector
@@ -57,8 +57,8 @@ ESTIMATORS = [
     TunedElasticNet(n_alphas=5, inner_folds=2),
     RandomForestBaseline(n_estimators=10),
     MGMTStatusRegressor(),
-    PriorCenteredElasticNet(),
-    TunedPriorCenteredElasticNet(n_alphas=5, inner_folds=2),
+    PriorCentredElasticNet(),
+    TunedPriorCentredElasticNet(n_alphas=5, inner_folds=2),
     SourcePredictionOffset(source=FeatureMean()),
     SourcePredictionStacker(source=FeatureMean(), target_model="ridge"),
     NestedSelector(candidates=[Candidate("linear", LinearRegression())], inner_splits=2),

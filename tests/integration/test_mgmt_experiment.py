@@ -37,7 +37,7 @@ def _config(name: str, cohort: dict, model: dict, cache: str) -> MGMTExperimentC
         "modalities": ["T1GD"],
         "model": {"depth": 10, **model},
         "methods": ["full", "spottune"],
-        # ~6 optimizer steps an epoch, ~30 a job: enough for SpotTune's policy and the backbone
+        # ~6 optimiser steps an epoch, ~30 a job: enough for SpotTune's policy and the backbone
         "training": {"epochs": 5, "batch_size": 4, "balancing": "weighted_loss",
                      "eval_batch_size": 32, "lr_backbone": 2e-3,
                      "lr_policy": 1e-2, "temperature": 5.0, "augment": None,

@@ -11,8 +11,8 @@ from sklearn.preprocessing import StandardScaler
 
 from gliotl.drug.methods.baselines import TunedElasticNet
 from gliotl.drug.methods.linear_transfer import (
-    PriorCenteredElasticNet,
-    TunedPriorCenteredElasticNet,
+    PriorCentredElasticNet,
+    TunedPriorCentredElasticNet,
     fit_source_linear_model,
 )
 
@@ -49,13 +49,13 @@ def test_infinite_penalty_returns_the_source_model(alpha):
     X = rng.normal(size=(30, P))
     y = rng.normal(size=30)
     source_coef = rng.normal(size=P)
-    model = PriorCenteredElasticNet(source_coef, 0.7, alpha=alpha, fit_intercept=False).fit(X, y)
+    model = PriorCentredElasticNet(source_coef, 0.7, alpha=alpha, fit_intercept=False).fit(X, y)
     np.testing.assert_array_equal(model.coef_, source_coef)
     X_new = rng.normal(size=(5, P))
     expected = StandardScaler().fit(X).transform(X_new) @ source_coef + 0.7
     np.testing.assert_allclose(model.predict(X_new), expected)
     # with a free intercept only the level moves, by the mean residual on the training data
-    shifted = PriorCenteredElasticNet(source_coef, 0.7, alpha=alpha).fit(X, y)
+    shifted = PriorCentredElasticNet(source_coef, 0.7, alpha=alpha).fit(X, y)
     np.testing.assert_array_equal(shifted.coef_, source_coef)
     offset = shifted.predict(X_new) - expected
     np.testing.assert_allclose(offset, offset[0])
@@ -63,7 +63,7 @@ def test_infinite_penalty_returns_the_source_model(alpha):
 
 def test_zero_source_is_plain_elastic_net():
     _, _, X, y = shared_program()
-    model = PriorCenteredElasticNet(np.zeros(P), 0.0, alpha=0.05, l1_ratio=0.7).fit(X, y)
+    model = PriorCentredElasticNet(np.zeros(P), 0.0, alpha=0.05, l1_ratio=0.7).fit(X, y)
     scaler = StandardScaler().fit(X)
     plain = ElasticNet(alpha=0.05, l1_ratio=0.7, max_iter=5000).fit(scaler.transform(X), y)
     np.testing.assert_allclose(model.coef_, plain.coef_, atol=1e-12)
@@ -76,7 +76,7 @@ def test_rescaled_source_matches_target_response_scale():
     X = rng.normal(size=(25, P))
     source_coef = rng.normal(size=P)
     s = StandardScaler().fit(X).transform(X) @ source_coef
-    model = PriorCenteredElasticNet(source_coef, alpha=np.inf, rescale_source=True).fit(
+    model = PriorCentredElasticNet(source_coef, alpha=np.inf, rescale_source=True).fit(
         X, 3.0 * s + 5.0
     )
     assert model.source_scale_ == pytest.approx(3.0)
@@ -90,7 +90,7 @@ def test_prior_centring_beats_plain_elastic_net_on_a_small_target():
         X_src, y_src, X_tgt, y_tgt = shared_program(seed)
         # the target is standardised with its own statistics, the source prior with the source's
         source = fit_source_linear_model(X_src, y_src, n_alphas=20)
-        prior = TunedPriorCenteredElasticNet(source.coef, source.intercept, n_alphas=20,
+        prior = TunedPriorCentredElasticNet(source.coef, source.intercept, n_alphas=20,
                                              rescale_source=True)
         plain = TunedElasticNet(n_alphas=20)
         rho_prior = spearmanr(prior.fit(X_tgt[:20], y_tgt[:20]).predict(X_tgt[20:]),
@@ -107,7 +107,7 @@ def test_tuned_variant_with_nothing_to_correct_keeps_the_source():
     X = rng.normal(size=(20, P))
     source_coef = rng.normal(size=P)
     y = StandardScaler().fit(X).transform(X) @ source_coef + 1.0
-    model = TunedPriorCenteredElasticNet(source_coef, 1.0, n_alphas=5).fit(X, y)
+    model = TunedPriorCentredElasticNet(source_coef, 1.0, n_alphas=5).fit(X, y)
     np.testing.assert_array_equal(model.coef_, source_coef)
     assert model.alpha_ == np.inf
     np.testing.assert_allclose(model.predict(X), y, atol=1e-9)
@@ -116,14 +116,14 @@ def test_tuned_variant_with_nothing_to_correct_keeps_the_source():
 def test_tuned_variant_is_deterministic_and_clonable():
     _, _, X, y = shared_program()
     source_coef = np.full(P, 0.01)
-    model = TunedPriorCenteredElasticNet(source_coef, n_alphas=8, seed=5)
+    model = TunedPriorCentredElasticNet(source_coef, n_alphas=8, seed=5)
     a = clone(model).fit(X[:30], y[:30]).predict(X[30:])
     b = clone(model).fit(X[:30], y[:30]).predict(X[30:])
     np.testing.assert_array_equal(a, b)
     assert clone(model).get_params()["source_coef"] is not source_coef  # deep-copied, not shared
 
 
-@pytest.mark.parametrize("cls", [PriorCenteredElasticNet, TunedPriorCenteredElasticNet])
+@pytest.mark.parametrize("cls", [PriorCentredElasticNet, TunedPriorCentredElasticNet])
 def test_input_validation(cls):
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(12, 6)), rng.normal(size=12)
@@ -147,7 +147,7 @@ def test_input_validation(cls):
 def test_float32_inputs_as_the_engine_passes_them():
     _, _, X, y = shared_program()
     X32, y32 = X.astype(np.float32), y.astype(np.float32)
-    model = TunedPriorCenteredElasticNet(np.zeros(P), n_alphas=5).fit(X32, y32)
+    model = TunedPriorCentredElasticNet(np.zeros(P), n_alphas=5).fit(X32, y32)
     assert np.all(np.isfinite(model.predict(X32)))
     assert spearmanr(model.predict(X32), y).statistic > 0.8
 

@@ -66,8 +66,8 @@ def test_regulariser_values_match_hand_computation():
     assert values["l1_activity_first"] == pytest.approx(1e-4 * 6.0 / 2, rel=1e-6)
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
-def test_training_step_equals_autograd_of_the_keras_loss(optimizer):
+@pytest.mark.parametrize("optimiser", ["sgd", "adamw"])
+def test_training_step_equals_autograd_of_the_keras_loss(optimiser):
     """The loop folds the L2 into the gradient; one full-batch step must equal plain autograd
     on MSE + l2*sum(W0^2) + l1*sum(|a0|)/batch."""
     X, y = _data(20, 6)
@@ -77,7 +77,7 @@ def test_training_step_equals_autograd_of_the_keras_loss(optimizer):
     net.reset_parameters(torch.Generator().manual_seed(1))
     ref = DrugResponseNet(6, cfg)
     ref.load_state_dict(net.state_dict())
-    train = TrainConfig(lr=0.1, epochs=1, batch_size=20, optimizer=optimizer)
+    train = TrainConfig(lr=0.1, epochs=1, batch_size=20, optimiser=optimiser)
     train_network(net, torch.from_numpy(X), torch.from_numpy(y), train, seed=0)
 
     pred = ref(torch.from_numpy(X))
@@ -85,7 +85,7 @@ def test_training_step_equals_autograd_of_the_keras_loss(optimizer):
     loss = torch.mean((pred - torch.from_numpy(y)) ** 2)
     loss = loss + 0.05 * ref.layers[0].weight.pow(2).sum() + 0.02 * act.abs().sum() / 20
     loss.backward()
-    if optimizer == "sgd":
+    if optimiser == "sgd":
         with torch.no_grad():
             for p in ref.parameters():
                 p -= 0.1 * p.grad

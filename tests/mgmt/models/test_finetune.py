@@ -51,11 +51,11 @@ def test_strategy_selects_trainable_parts(state, strategy, expected):
 def test_standard_step_changes_only_layer4_and_head(state):
     model = configure_strategy(_model(state), "standard").train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    optimizer = torch.optim.Adam(parameter_groups(model, 1e-3, weight_decay=1e-2, head_lr=1e-2))
+    optimiser = torch.optim.Adam(parameter_groups(model, 1e-3, weight_decay=1e-2, head_lr=1e-2))
     x = torch.randn(3, 1, 16, 24, 24, generator=torch.Generator().manual_seed(1))
     loss = model(x).pow(2).mean()
     loss.backward()
-    optimizer.step()
+    optimiser.step()
     after = model.state_dict()
     changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
     assert changed == {"layer4", "head"}  # frozen weights AND frozen BN statistics unchanged

@@ -70,12 +70,12 @@ def test_forced_tuned_gives_tuned_copy(pretrained):
         assert not torch.allclose(out, pretrained(x))
 
 
-def test_optimizer_step_leaves_frozen_copies_bitwise_unchanged(pretrained):
+def test_optimiser_step_leaves_frozen_copies_bitwise_unchanged(pretrained):
     model = _spottune(pretrained, temperature=1.0)
     frozen_before = {k: v.clone() for k, v in model.backbone.state_dict().items()
                      if not k.startswith("head.")}
     tuned_before = {k: v.clone() for k, v in model.tuned_blocks.state_dict().items()}
-    optimizer = torch.optim.Adam(model.parameter_groups(1e-3, 1e-2, weight_decay=1e-4))
+    optimiser = torch.optim.Adam(model.parameter_groups(1e-3, 1e-2, weight_decay=1e-4))
     model.train()
     frozen_bns = [m for b in model.frozen_blocks() for m in b.modules()
                   if isinstance(m, torch.nn.BatchNorm3d)]
@@ -83,10 +83,10 @@ def test_optimizer_step_leaves_frozen_copies_bitwise_unchanged(pretrained):
     assert model.tuned_blocks[0].bn1.training
     x, y = _inputs(), torch.tensor([[1.0], [0.0], [1.0], [0.0]])
     for _ in range(2):
-        optimizer.zero_grad()
+        optimiser.zero_grad()
         loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), y)
         loss.backward()
-        optimizer.step()
+        optimiser.step()
     frozen_after = {k: v for k, v in model.backbone.state_dict().items()
                     if not k.startswith("head.")}
     assert all(torch.equal(frozen_before[k], frozen_after[k]) for k in frozen_before)
@@ -182,7 +182,7 @@ def test_global_mode_with_budget(pretrained):
     model.train()
     model(x).sum().backward()
     assert model.global_logits.grad.abs().sum() > 0
-    penalty = model.regularization_loss()
+    penalty = model.regularisation_loss()
     assert penalty.item() > 0  # expected tuned blocks exceed the budget of 1
     penalty.backward()
 

@@ -33,9 +33,9 @@ from gliotl.drug.methods.baselines import inner_kfold
 from gliotl.errors import input_error
 
 __all__ = [
-    "PriorCenteredElasticNet",
+    "PriorCentredElasticNet",
     "SourceLinearModel",
-    "TunedPriorCenteredElasticNet",
+    "TunedPriorCentredElasticNet",
     "fit_source_linear_model",
     "load_source_linear",
     "save_source_linear",
@@ -137,7 +137,7 @@ class _SourceCentredLinear(RegressorMixin, BaseEstimator):
         return self._transform(X) @ self.coef_ + self.intercept_
 
 
-class PriorCenteredElasticNet(_SourceCentredLinear):
+class PriorCentredElasticNet(_SourceCentredLinear):
     """ElasticNet with penalty ``alpha * (l1_ratio*|b - b_src|_1 + (1-l1_ratio)/2*|b - b_src|^2)``.
 
     ``alpha=np.inf`` (or any alpha large enough) returns the source coefficients; a zero
@@ -166,7 +166,7 @@ class PriorCenteredElasticNet(_SourceCentredLinear):
         self.fit_intercept = fit_intercept
         self.max_iter = max_iter
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> PriorCenteredElasticNet:
+    def fit(self, X: np.ndarray, y: np.ndarray) -> PriorCentredElasticNet:
         X, y = validate_data(self, X, y, y_numeric=True)
         if not self.alpha >= 0:
             raise ValueError(f"alpha must be >= 0 (np.inf allowed), got {self.alpha}")
@@ -190,8 +190,8 @@ class PriorCenteredElasticNet(_SourceCentredLinear):
         return self
 
 
-class TunedPriorCenteredElasticNet(_SourceCentredLinear):
-    """:class:`PriorCenteredElasticNet` with alpha and l1_ratio chosen by inner CV on fit data.
+class TunedPriorCentredElasticNet(_SourceCentredLinear):
+    """:class:`PriorCentredElasticNet` with alpha and l1_ratio chosen by inner CV on fit data.
 
     The alpha grid starts where the correction is all zero, so "use the source model as is" is
     always a candidate. The scaler (and the optional source rescaling) are learned on the whole
@@ -220,7 +220,7 @@ class TunedPriorCenteredElasticNet(_SourceCentredLinear):
         self.max_iter = max_iter
         self.seed = seed
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> TunedPriorCenteredElasticNet:
+    def fit(self, X: np.ndarray, y: np.ndarray) -> TunedPriorCentredElasticNet:
         X, y = validate_data(self, X, y, y_numeric=True)
         Z, prior, prior_intercept = self._prepare(X, y)
         residual = y - Z @ prior - prior_intercept

@@ -35,7 +35,7 @@ from gliotl.drug.methods.baselines import (
     TrainingMeanRegressor,
     TunedElasticNet,
 )
-from gliotl.drug.methods.linear_transfer import TunedPriorCenteredElasticNet
+from gliotl.drug.methods.linear_transfer import TunedPriorCentredElasticNet
 from gliotl.drug.methods.selection import SCORINGS, Candidate, NestedSelector
 from gliotl.drug.methods.stacking import SourcePredictionOffset, SourcePredictionStacker
 from gliotl.drug.network.model import NetworkConfig, TrainConfig
@@ -255,7 +255,7 @@ class MGMTStatusMethod(MethodConfig):
 ElasticNetParams = params_model(TunedElasticNet)
 RandomForestParams = params_model(RandomForestBaseline)
 PriorElasticNetParams = params_model(
-    TunedPriorCenteredElasticNet, exclude=("source_coef", "source_intercept", "seed"))
+    TunedPriorCentredElasticNet, exclude=("source_coef", "source_intercept", "seed"))
 NestedParams = params_model(NestedSelector, exclude=("candidates", "seed"),
                             types={"scoring": Literal[SCORINGS]}, grid=False)
 
@@ -282,7 +282,7 @@ def _build_prior(method: PriorElasticNetMethod, ctx: BuildContext) -> Any:
     from gliotl.drug.methods.linear_transfer import load_source_linear
 
     coef, intercept = load_source_linear(ctx.artefacts[method.name])
-    return TunedPriorCenteredElasticNet(source_coef=coef, source_intercept=intercept,
+    return TunedPriorCentredElasticNet(source_coef=coef, source_intercept=intercept,
                                         seed=ctx.seed, **estimator_params(method.params))
 
 

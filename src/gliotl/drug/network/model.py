@@ -85,7 +85,7 @@ class TrainConfig(StrictModel):
     lr: float = Field(default=1e-3, gt=0.0)
     epochs: int = Field(default=50, ge=1)
     batch_size: int = Field(default=32, ge=1)
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    optimiser: Literal["adam", "adamw", "sgd"] = "adam"
     weight_decay: float = Field(default=0.0, ge=0.0)
     momentum: float = Field(default=0.0, ge=0.0, lt=1.0)
     seed: int | None = None
@@ -221,7 +221,7 @@ def _masked_mse(
     return diff.pow(2).sum() / mask.sum().clamp_min(1)
 
 
-def _make_optimizer(
+def _make_optimiser(
     net: DrugResponseNet, rules: Sequence[LayerTraining], train: TrainConfig, device: torch.device
 ) -> tuple[torch.optim.Optimizer | None, list[tuple[torch.Tensor, float]]]:
     """Parameter groups per layer; returns the optimiser and the in-place gradient additions
@@ -236,7 +236,7 @@ def _make_optimizer(
             _add_layer_groups(layer, rule, first_l2, train, groups, manual_l2)
     if not groups:
         return None, manual_l2
-    return _build_optimizer(groups, train, device), manual_l2
+    return _build_optimiser(groups, train, device), manual_l2
 
 
 def _add_layer_groups(
@@ -248,7 +248,7 @@ def _add_layer_groups(
     # d/dW of c * sum(W^2) is 2c W. L2-SP replaces decay towards zero on transferred layers.
     zero_pull = rule.zero_l2 if rule.anchor is not None else rule.zero_l2 + first_l2
     lr = train.lr * rule.lr_multiplier
-    if train.optimizer in ("adam", "sgd"):
+    if train.optimiser in ("adam", "sgd"):
         groups.append({"params": [layer.weight], "lr": lr,
                        "weight_decay": train.weight_decay + 2.0 * zero_pull})
         groups.append({"params": [layer.bias], "lr": lr, "weight_decay": train.weight_decay})
@@ -258,12 +258,12 @@ def _add_layer_groups(
         manual_l2.append((layer.weight, 2.0 * zero_pull))
 
 
-def _build_optimizer(groups: list[dict], train: TrainConfig,
+def _build_optimiser(groups: list[dict], train: TrainConfig,
                      device: torch.device) -> torch.optim.Optimizer:
     fused = device.type in ("cpu", "cuda")
-    if train.optimizer == "adam":
+    if train.optimiser == "adam":
         return torch.optim.Adam(groups, lr=train.lr, eps=1e-7, fused=fused)
-    if train.optimizer == "adamw":
+    if train.optimiser == "adamw":
         return torch.optim.AdamW(groups, lr=train.lr, eps=1e-7, weight_decay=train.weight_decay,
                                  fused=fused)
     return torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum, fused=fused)
@@ -411,7 +411,7 @@ def train_network(
     train_idx, val_idx = _split_validation(X.shape[0], train, gen)
     rows = _Rows.take(X, y, train_idx)
     val = _Rows.take(X, y, val_idx) if val_idx is not None else None
-    opt, manual_l2 = _make_optimizer(net, rules, train, device)
+    opt, manual_l2 = _make_optimiser(net, rules, train, device)
     penalties = _Penalties.build(net, rules, manual_l2)
     stopper = _EarlyStopping(train.patience) if train.patience is not None else None
     result = TrainResult()

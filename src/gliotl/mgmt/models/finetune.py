@@ -56,9 +56,9 @@ def parameter_groups(
     weight_decay: float = 0.0,
     head_lr: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Optimizer groups over trainable parameters only, the head optionally at its own rate.
+    """Optimiser groups over trainable parameters only, the head optionally at its own rate.
 
-    Frozen parameters are left out so that an optimizer with weight decay cannot move them.
+    Frozen parameters are left out so that an optimiser with weight decay cannot move them.
     """
     backbone: list[nn.Parameter] = []
     head: list[nn.Parameter] = []

@@ -16,7 +16,7 @@ the frozen copy, index 1 the tuned copy.
   Schmitz et al.'s 100 makes the policy learn far more slowly than Guo et al.'s 5.
 * ``mode="global"``: one learned policy shared by all inputs (SpotTune-global), optionally with a
   budget of at most ``budget`` tuned blocks (a training penalty from
-  :meth:`SpotTune.regularization_loss`, and a hard top-k cap at evaluation).
+  :meth:`SpotTune.regularisation_loss`, and a hard top-k cap at evaluation).
 
 The stem (conv1/bn1) stays frozen by default so that the frozen path is exactly the pretrained
 network; ``tune_stem=True`` trains it as Guo et al. did. The classification head always trains.
@@ -227,7 +227,7 @@ class SpotTune(nn.Module):
     def parameter_groups(
         self, lr_backbone: float, lr_policy: float, weight_decay: float = 0.0
     ) -> list[dict[str, Any]]:
-        """Optimizer groups: tuned copies + head (+ stem) at ``lr_backbone``, policy at
+        """Optimiser groups: tuned copies + head (+ stem) at ``lr_backbone``, policy at
         ``lr_policy``. Frozen copies are left out, so nothing can move them."""
         policy_params = (
             list(self.policy.parameters()) if self.policy is not None else [self.global_logits]
@@ -270,7 +270,7 @@ class SpotTune(nn.Module):
             )
         return self._deterministic_gates(self.policy_logits(x))
 
-    def regularization_loss(self) -> torch.Tensor:
+    def regularisation_loss(self) -> torch.Tensor:
         """Budget penalty of the last training forward (0 without a budget): squared excess of
         the expected number of tuned blocks over ``budget``, times ``budget_weight``."""
         if self.budget is None or self._last_probs is None:

@@ -128,7 +128,7 @@ def dice_score(logits: torch.Tensor, target: torch.Tensor) -> float:
 
 
 def _pretrain_epoch(network: SegmentationNetwork, data: tuple[np.ndarray, np.ndarray],
-                    batch_size: int, rng: np.random.Generator, optimizer: torch.optim.Optimizer,
+                    batch_size: int, rng: np.random.Generator, optimiser: torch.optim.Optimizer,
                     loss_fn: nn.Module, dev: torch.device) -> tuple[float, float, int]:
     """One shuffled pass with seeded flips; returns (summed loss, summed Dice, volumes seen)."""
     images, masks = data
@@ -145,11 +145,11 @@ def _pretrain_epoch(network: SegmentationNetwork, data: tuple[np.ndarray, np.nda
         dims = [2 + a for a in range(3) if flip[a]]
         if dims:
             x, y = x.flip(dims), y.flip(dims)
-        optimizer.zero_grad(set_to_none=True)
+        optimiser.zero_grad(set_to_none=True)
         logits = network(x)
         loss = loss_fn(logits, y)
         loss.backward()
-        optimizer.step()
+        optimiser.step()
         total += float(loss.detach()) * len(idx)
         dice += dice_score(logits.detach(), y) * len(idx)
         n += len(idx)
@@ -184,13 +184,13 @@ def pretrain_segmentation(  # noqa: PLR0913  (keyword settings of one pretrainin
     dev = resolve_device(device)
     images, masks = load_pretraining_volumes(cohort, shape, modalities, max_patients)
     network = SegmentationNetwork(MedicalNetResNet(depth, 1, shortcut_type=shortcut_type)).to(dev)
-    optimizer = torch.optim.Adam(network.parameters(), lr=lr)
+    optimiser = torch.optim.Adam(network.parameters(), lr=lr)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     rng = np.random.default_rng(derive_seed(seed, "pretrain"))
     rows = []
     start = time.perf_counter()
     for epoch in range(epochs):
-        total, dice, n = _pretrain_epoch(network, (images, masks), batch_size, rng, optimizer,
+        total, dice, n = _pretrain_epoch(network, (images, masks), batch_size, rng, optimiser,
                                          loss_fn, dev)
         row = {"epoch": epoch, "loss": total / max(n, 1), "dice": dice / max(n, 1),
                "seconds": time.perf_counter() - start}

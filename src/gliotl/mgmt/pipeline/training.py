@@ -67,7 +67,7 @@ def build_model(method: str, depth: int, weights: str | None, in_channels: int, 
     )
 
 
-def optimizer_for(model: nn.Module, training: TrainingConfig) -> torch.optim.Optimizer:
+def optimiser_for(model: nn.Module, training: TrainingConfig) -> torch.optim.Optimizer:
     """Adam over trainable parameters only (frozen copies cannot drift by weight decay);
     SpotTune's policy gets its own learning rate."""
     from gliotl.mgmt.models.finetune import parameter_groups
@@ -81,11 +81,11 @@ def optimizer_for(model: nn.Module, training: TrainingConfig) -> torch.optim.Opt
     return torch.optim.Adam(groups)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, training: TrainingConfig
+def make_scheduler(optimiser: torch.optim.Optimizer, training: TrainingConfig
                    ) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
     """Plateau scheduler on the validation checkpoint metric, which is MAXIMISED."""
     return torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="max", factor=training.plateau_factor,
+        optimiser, mode="max", factor=training.plateau_factor,
         patience=training.plateau_patience,
     )
 
@@ -195,7 +195,7 @@ class FitResult:
 class _Loop:
     """What one training run keeps across epochs."""
 
-    optimizer: torch.optim.Optimizer
+    optimiser: torch.optim.Optimizer
     scaler: Any
     loss_fn: nn.Module
     device: torch.device
@@ -209,7 +209,7 @@ def _make_loop(model: nn.Module, labels: np.ndarray, training: TrainingConfig,
     if training.balancing == "weighted_loss":
         pos_weight = torch.tensor([positive_weight(labels)], device=device)
     use_amp = training.amp and device.type == "cuda"
-    return _Loop(optimizer_for(model, training), torch.amp.GradScaler("cuda", enabled=use_amp),
+    return _Loop(optimiser_for(model, training), torch.amp.GradScaler("cuda", enabled=use_amp),
                  nn.BCEWithLogitsLoss(pos_weight=pos_weight), device, use_amp,
                  torch.Generator().manual_seed(derive_seed(seed, "loader")))
 
@@ -239,14 +239,14 @@ def _train_epoch(model: nn.Module, loader: Any, loop: _Loop) -> tuple[float, int
     for x, y in loader:
         x = x.to(loop.device, non_blocking=True)
         y = y.to(loop.device, dtype=torch.float32).view(-1, 1)
-        loop.optimizer.zero_grad(set_to_none=True)
+        loop.optimiser.zero_grad(set_to_none=True)
         with _autocast(loop.device, loop.use_amp):
             logits = model(x)
             loss = loop.loss_fn(logits.float(), y)
             if isinstance(model, SpotTune):
-                loss = loss + model.regularization_loss()
+                loss = loss + model.regularisation_loss()
         loop.scaler.scale(loss).backward()
-        loop.scaler.step(loop.optimizer)
+        loop.scaler.step(loop.optimiser)
         loop.scaler.update()
         total += float(loss.detach()) * len(y)
         seen += len(y)
@@ -262,7 +262,7 @@ def fit(model: nn.Module, train_set: Any, val_set: Any, training: TrainingConfig
     labels = np.asarray(train_set.labels, dtype=float)
     model.to(device)
     loop = _make_loop(model, labels, training, device, seed)
-    scheduler = make_scheduler(loop.optimizer, training)
+    scheduler = make_scheduler(loop.optimiser, training)
     y_val = np.asarray(val_set.labels, dtype=float)
 
     best: tuple[tuple[float, float, float], int, float, dict] | None = None
@@ -281,7 +281,7 @@ def fit(model: nn.Module, train_set: Any, val_set: Any, training: TrainingConfig
             "val_score": score, "val_threshold": threshold, "val_auc": metrics["roc_auc"],
             "val_sensitivity": metrics["sensitivity"], "val_specificity": metrics["specificity"],
             "val_loss": val_loss,
-            "lr": float(loop.optimizer.param_groups[0]["lr"]),
+            "lr": float(loop.optimiser.param_groups[0]["lr"]),
             "seconds": time.perf_counter() - start,
         }
         rows.append(row)
@@ -320,7 +320,7 @@ __all__ = [
     "epoch_indices",
     "fit",
     "make_scheduler",
-    "optimizer_for",
+    "optimiser_for",
     "positive_weight",
     "predict_proba",
     "undersample_indices",
