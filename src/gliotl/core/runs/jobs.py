@@ -103,9 +103,19 @@ def save_job_result(job_dir: Path, result: dict[str, Any]) -> None:
 
 
 def load_job_result(job_dir: Path) -> dict[str, Any]:
-    data = json.loads((job_dir / "result.json").read_text(encoding="utf-8"))
-    for key in data.pop("__frames__", []):
-        data[key] = pd.read_csv(job_dir / f"{key}.csv")
+    """A finished job's result; a damaged result file is a one-line error naming it."""
+    path = job_dir / "result.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or not isinstance(data.get("__frames__", []), list):
+            raise ValueError("not a job result object")
+        for key in data.pop("__frames__", []):
+            path = job_dir / f"{key}.csv"
+            data[key] = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GliotlError(f"{path}: damaged job result ({first}); delete the folder {job_dir} "
+                          "and rerun with --resume to redo that job") from None
     return data
 
 

@@ -464,6 +464,7 @@ def _body(config: ExperimentConfig) -> Any:
         eng = Engine(exp, config)
         exp.prepare_once(eng.data_dir / "summary.json",
                          lambda: prepare_steps(config, eng.data_dir), lambda: None)
+        exp.inputs_checked()  # the data are read and valid: a replaced run may go now
         extra: dict[str, Any] = {}
         select_source(eng, extra)
         source_cv(eng, extra)
