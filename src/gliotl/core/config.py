@@ -193,6 +193,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML mapping read strictly: UTF-8, no key given twice, aliases within a small limit;
     every failure is one line naming the file (and the line where known)."""
     path = Path(path)
+    if path.is_dir():
+        raise input_error(path, None, "is a folder; expected a YAML config file")
     if not path.is_file():
         raise input_error(path, None, "config file not found")
     try:

@@ -288,7 +288,11 @@ class RunDir:
 
     # -- manifest ---------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
-        return read_json(self.manifest_path)
+        manifest = read_json(self.manifest_path)
+        if not isinstance(manifest, dict):
+            raise input_error(self.manifest_path, None, "expected a JSON object (a gliotl run's "
+                              "manifest); this folder is not a readable run")
+        return manifest
 
     def update_manifest(self, **fields: Any) -> None:
         manifest = self.manifest()
@@ -305,7 +309,7 @@ class RunDir:
             config = None
         if not isinstance(config, dict):
             raise input_error(self.config_path, None, "missing or not a readable config mapping; "
-                              "this run cannot be resumed, start a new one")
+                              "the run is damaged: run the experiment again in a new folder")
         return config
 
     # -- creation / resumption --------------------------------------------------------------

@@ -194,9 +194,10 @@ def _body(config: MGMTExperimentConfig, experiment: Experiment, start: float) ->
         summary_path, lambda: _prepare_cohort(config, run, experiment.progress),
         lambda: read_json(summary_path))
     _check_weights_file(config)
-    experiment.inputs_checked()  # the cohort is read and valid: a replaced run may go now
+    splits = _splits(config, experiment)
+    experiment.inputs_checked()  # cohort and splits are read and valid: a replaced run may go
     weights, pretrain_summary = _weights(config, experiment)
-    jobs = fold_jobs(config, run, _splits(config, experiment), weights)
+    jobs = fold_jobs(config, run, splits, weights)
     outcome = experiment.stage(jobs, "fold models")
     results = [outcome.results[job.job_id] for job in jobs]
     extra = {
