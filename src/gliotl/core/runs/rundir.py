@@ -114,9 +114,20 @@ def foreign_entries(path: Path) -> list[str]:
     return sorted(entry.name for entry in path.iterdir() if not _is_run_entry(entry))
 
 
+_LEGACY_KEYS = frozenset({
+    "name", "gliotl_version", "git_commit", "packages", "python", "platform", "host", "user",
+    "seed", "started", "finished", "status", "resumed",
+})
+"""Every field of a manifest written before the marker existed (all of them, together)."""
+
+
 def is_run_manifest(manifest: Any) -> bool:
-    """True for a manifest gliotl wrote: a JSON object with the run marker."""
-    return isinstance(manifest, dict) and manifest.get(RUN_MARKER) == RUN_FORMAT
+    """True for a manifest gliotl wrote: a JSON object with the run marker, or one with every
+    field of the manifests gliotl wrote before it had the marker."""
+    if not isinstance(manifest, dict):
+        return False
+    return manifest.get(RUN_MARKER) == RUN_FORMAT or (
+        RUN_MARKER not in manifest and _LEGACY_KEYS <= set(manifest))
 
 
 def read_run_manifest(path: Path) -> dict[str, Any] | None:
@@ -415,7 +426,8 @@ class RunDir:
             )
         self.remove_stray_temporaries()
         started = self.manifest().get("resumed", [])
-        self.update_manifest(status="running", resumed=[*started, _now()])
+        self.update_manifest(status="running", resumed=[*started, _now()],
+                             **{RUN_MARKER: RUN_FORMAT})
 
     def _create(self, name: str, config: dict[str, Any], seed: int) -> None:
         """Make the folder and write the config and a fresh manifest."""
