@@ -50,19 +50,23 @@ Transfer = Annotated[TransferPolicy, by_kind(_POLICIES.get)]
 Dataset = Annotated[DatasetSpec, by_kind(spec_model)]
 
 
-def override_model(model: type[StrictModel], doc: str) -> type[StrictModel]:
-    """``model`` with every field optional (None: keep the preset), its constraints kept."""
+def override_model(model: type[StrictModel], doc: str, name: str) -> type[StrictModel]:
+    """``model`` with every field optional (None: keep the preset), its constraints kept;
+    ``name`` is the module attribute it is bound to, so that pickle (pool workers, Ray) finds
+    the class again."""
     fields: dict[str, Any] = {}
     for key, info in model.model_fields.items():
         annotation = info.annotation
         if info.metadata:
             annotation = Annotated[(annotation, *info.metadata)]
         fields[key] = (annotation | None, None)
-    return create_model(f"{model.__name__}Override", __base__=StrictModel, __doc__=doc, **fields)
+    return create_model(name, __base__=StrictModel, __doc__=doc, **fields)
 
 
-NetworkOverride = override_model(NetworkConfig, "Network keys a method changes.")
-TrainOverride = override_model(TrainConfig, "Training keys that replace a preset's.")
+NetworkOverride = override_model(NetworkConfig, "Network keys a method changes.",
+                                 "NetworkOverride")
+TrainOverride = override_model(TrainConfig, "Training keys that replace a preset's.",
+                               "TrainOverride")
 
 
 def apply_override(base: StrictModel, override: StrictModel) -> Any:
