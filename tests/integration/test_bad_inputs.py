@@ -930,3 +930,48 @@ def test_predict_out_with_force_replaces_a_file_outside_runs(assets, tmp_path, m
     code, lines = run_cli(["drug", "predict", run, new, "--out", out, "--force"], capsys)
     assert code == 0, lines
     assert len(pd.read_csv(out)) == 3
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs Linux /proc")
+def test_killed_pool_run_resumes_to_the_same_bytes(assets, tmp_path, monkeypatch, capsys):
+    """kill -9 of ``drug run --workers 2`` while its pool works; ``--resume`` gives
+    byte-identical predictions to an uninterrupted run. (That the workers end with their
+    parent: tests/core/runs/test_executors.py::test_pool_workers_end_with_a_killed_parent.)"""
+    config = yaml.safe_load((assets / "run" / "config.yaml").read_text())
+    config["train"]["finetune"]["epochs"] = 40  # jobs long enough to be killed in flight
+    path = write_yaml(tmp_path / "c.yaml", config)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gliotl", "drug", "run", str(path), "--out",
+         str(tmp_path / "killed"), "--workers", "2"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    deadline = time.monotonic() + 90
+    workers: list[int] = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        workers = [p for p in _children(proc.pid) if "spawn" in Path(
+            f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]
+        if len(workers) >= 2 and list((tmp_path / "killed" / "jobs").glob("*/timing.json")):
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None and workers, "the run ended before its pool could be killed"
+    proc.kill()
+    proc.wait()
+    monkeypatch.chdir(tmp_path)
+    for argv in (["drug", "run", path, "--out", tmp_path / "killed", "--resume"],
+                 ["drug", "run", path, "--out", tmp_path / "whole"]):
+        code, lines = run_cli(argv, capsys)
+        assert code == 0, lines
+    resumed = (tmp_path / "killed" / "predictions.csv").read_bytes()
+    assert resumed == (tmp_path / "whole" / "predictions.csv").read_bytes()

@@ -268,6 +268,20 @@ class _PoolRound:
         return job, result, self.scheduler.attempts(job, tries)
 
 
+def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
+    """Pool-worker initializer: end this worker once ``parent`` is gone (a parent killed with
+    SIGKILL cannot stop its pool, and orphaned workers would keep computing for nobody)."""
+    import os
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="gliotl-parent-watch", daemon=True).start()
+
+
 class LocalExecutor:
     """Sequential in this process (workers=1) or a spawn-based process pool."""
 
@@ -287,7 +301,9 @@ class LocalExecutor:
         threads = max(1, (os.cpu_count() or 1) // self.workers)
         scheduler = _Scheduler(list(jobs), self.workers, retries)
         while scheduler.pending():
-            with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn")) as pool:
+            with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
+                                     initializer=_exit_with_parent,
+                                     initargs=(os.getpid(),)) as pool:
                 yield from _PoolRound(pool, scheduler, run, threads).outcomes()
 
 
