@@ -367,7 +367,11 @@ class RunDir:
                 _refuse_existing(self.path, status)
             _refuse_foreign(self.path)
             lock = _lock(self.path)
-            self._replaced = _set_aside(self.path)
+            try:
+                self._replaced = _set_aside(self.path)
+            except BaseException:
+                _unlock(lock)
+                raise
             self._replaced_lock = _rekey(lock, self._replaced)
         self._made = "contents" if self.path.is_dir() else "folder"
         self.path.mkdir(parents=True, exist_ok=True)
