@@ -108,3 +108,16 @@ def failing_job(job_dir: Path, fail_times: int) -> dict:
     if attempts <= fail_times:
         raise RuntimeError(f"planned failure {attempts}")
     return {"attempts": attempts}
+
+
+def busy(job_dir: Path, seconds: float) -> dict:
+    """Mark the start (``started``), then work for ``seconds``: a job in flight for as long
+    as a test needs one."""
+    import time
+
+    job_dir.mkdir(parents=True, exist_ok=True)
+    (job_dir / "started").write_text(str(os.getpid()))
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(0.05)
+    return {"seconds": seconds}

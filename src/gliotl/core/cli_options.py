@@ -15,13 +15,35 @@ Out = Annotated[
     Path | None, typer.Option("--out", help="run directory (default runs/<name>-<time>)")
 ]
 Resume = Annotated[bool, typer.Option("--resume", help="continue an interrupted run")]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="replace a finished run")]
+Overwrite = Annotated[bool, typer.Option(
+    "--overwrite", help="replace the gliotl run at --out (only once the new run's data are "
+                        "checked; a folder holding other files is never replaced)")]
+Force = Annotated[bool, typer.Option("--force", help="replace an existing --out file")]
+PredictOut = Annotated[Path | None, typer.Option(
+    "--out", help="CSV to write (default: print); never inside a run folder")]
+
+
+def check_predict_out(out: Path | None, force: bool) -> None:
+    """Refuse a predictions file that would replace one without ``--force`` or land in a run."""
+    from gliotl.core.runs.rundir import inside_run
+    from gliotl.errors import GliotlError
+
+    if out is None:
+        return
+    run = inside_run(out)
+    if run is not None:
+        raise GliotlError(f"{out}: --out is inside the gliotl run {run}; write predictions "
+                          "elsewhere (a run's files are its own)")
+    if out.is_dir():
+        raise GliotlError(f"{out}: --out is a folder; give a CSV file name")
+    if out.exists() and not force:
+        raise GliotlError(f"{out}: --out exists; pass --force to replace it")
 ExecutorName = Annotated[str, typer.Option("--executor", help="local or ray")]
-Workers = Annotated[int, typer.Option("--workers", help="local process-pool size")]
+Workers = Annotated[int, typer.Option("--workers", min=1, help="local process-pool size")]
 RayAddress = Annotated[
     str | None, typer.Option("--ray-address", help="auto, local or HOST:PORT (with ray)")
 ]
-Retries = Annotated[int, typer.Option("--retries", help="retries of a failed job")]
+Retries = Annotated[int, typer.Option("--retries", min=0, help="retries of a failed job")]
 SharedFs = Annotated[bool, typer.Option(
     "--shared-fs/--no-shared-fs",
     help="ray: every node mounts the run directory (default); without, each job's files are "

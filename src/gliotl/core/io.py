@@ -1,6 +1,9 @@
 """Atomic file output: write to a temporary file in the same folder, then rename.
 
 An interrupted process therefore leaves either the old file or the new one, never half of one.
+Files get the mode the user's umask gives (``mkstemp`` alone would make them 0600, unreadable
+to colleagues on a shared server), and a temporary file always ends with :data:`TMP_SUFFIX`,
+so that a resumed run can sweep away the ones a killed write left.
 """
 
 from __future__ import annotations
@@ -19,17 +22,42 @@ import yaml
 
 from gliotl.errors import GliotlError, input_error
 
+TMP_SUFFIX = ".tmp"
+"""Every temporary file :func:`atomic_path` makes is ``.<name>.<random>.tmp``."""
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (``os.umask`` sets it,
+    briefly, for every thread of the process)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give a new file: 0666 less the umask."""
+    return 0o666 & ~current_umask()
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it is renamed onto ``path``."""
+    """Yield a temporary path next to ``path``; on success it gets the umask's mode and is
+    renamed onto ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, file_mode())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -97,12 +125,17 @@ def write_parquet(path: str | Path, frame: pd.DataFrame) -> Path:
 
 
 def save_torch(path: str | Path, obj: Any) -> Path:
-    """Save tensors / state dicts atomically (loadable with ``weights_only=True``)."""
+    """Save tensors / state dicts atomically (loadable with ``weights_only=True``).
+
+    torch names the zip's top folder after the file it writes; saving to memory first gives
+    every checkpoint the same folder name, so one model always makes the same bytes."""
+    import io
+
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-    return Path(path)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return write_bytes(path, buffer.getvalue())
 
 
 def load_torch(path: str | Path, map_location: str = "cpu") -> Any:
@@ -165,8 +198,10 @@ def require_columns(frame: pd.DataFrame, columns: list[str], source: str | Path)
 
 
 __all__ = [
+    "TMP_SUFFIX",
     "GliotlError",
     "atomic_path",
+    "file_mode",
     "copy_file",
     "json_safe",
     "load_torch",

@@ -46,11 +46,13 @@ def predict_command(
     data: Path = typer.Argument(..., help="expression table (samples x genes: CSV/TSV/Parquet, "
                                 "first column = sample id) or a dataset YAML spec"),
     method: str = typer.Option(None, "--method", help="which saved model (default: reference)"),
-    out: Path = typer.Option(None, "--out", help="CSV to write (default: print)"),
+    out: opt.PredictOut = None,
+    force: opt.Force = False,
 ) -> None:
     """Apply a run's final model to new samples."""
     from gliotl.drug.pipeline.predict import predict_from_run
 
+    opt.check_predict_out(out, force)
     frame = predict_from_run(run_dir, data, method=method)
     if out is None:
         typer.echo(frame.to_csv(index=False), nl=False)

@@ -25,7 +25,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from gliotl.core.config import ConfigPath, StrictModel, load_config
+from gliotl.core.config import SEED_MAX, ConfigPath, PathPart, SafeName, StrictModel, load_config
 from gliotl.drug.data.loaders import DatasetSpec, spec_model
 from gliotl.drug.network.model import FINETUNE, PRETRAIN, NetworkConfig, TrainConfig
 from gliotl.drug.network.transfer import TransferPolicy
@@ -50,19 +50,23 @@ Transfer = Annotated[TransferPolicy, by_kind(_POLICIES.get)]
 Dataset = Annotated[DatasetSpec, by_kind(spec_model)]
 
 
-def override_model(model: type[StrictModel], doc: str) -> type[StrictModel]:
-    """``model`` with every field optional (None: keep the preset), its constraints kept."""
+def override_model(model: type[StrictModel], doc: str, name: str) -> type[StrictModel]:
+    """``model`` with every field optional (None: keep the preset), its constraints kept;
+    ``name`` is the module attribute it is bound to, so that pickle (pool workers, Ray) finds
+    the class again."""
     fields: dict[str, Any] = {}
     for key, info in model.model_fields.items():
         annotation: Any = info.annotation
         if info.metadata:
             annotation = Annotated[(annotation, *info.metadata)]
         fields[key] = (annotation | None, None)
-    return create_model(f"{model.__name__}Override", __base__=StrictModel, __doc__=doc, **fields)
+    return create_model(name, __base__=StrictModel, __doc__=doc, **fields)
 
 
-NetworkOverride = override_model(NetworkConfig, "Network keys a method changes.")
-TrainOverride = override_model(TrainConfig, "Training keys that replace a preset's.")
+NetworkOverride = override_model(NetworkConfig, "Network keys a method changes.",
+                                 "NetworkOverride")
+TrainOverride = override_model(TrainConfig, "Training keys that replace a preset's.",
+                               "TrainOverride")
 
 
 def apply_override(base: StrictModel, override: StrictModel) -> Any:
@@ -97,7 +101,7 @@ class StepConfig(StrictModel):
     """One dataset + drug + measure that a model is trained on."""
 
     dataset: str
-    drug: str
+    drug: PathPart
     measure: str = "AUC"
     release: str | None = Field(None, description="GDSC1 / GDSC2 filter where the data carry it")
     filters: list[SampleFilter] = []
@@ -121,7 +125,7 @@ class SourceSelection(StrictModel):
     """Pick the source drug by one-step transfer, cross-validated on the intermediate step."""
 
     step: str = "source"
-    candidates: list[str]
+    candidates: list[PathPart]
     score_on: str = "intermediate"
     cv: CVConfig = CVConfig(n_splits=5, n_repeats=1)
 
@@ -130,7 +134,7 @@ class MethodConfig(StrictModel):
     """A method compared on the target splits; ``kind`` picks its model among the kinds
     registered in :mod:`gliotl.drug.methods.registry`, each with its own fields and params."""
 
-    name: str
+    name: SafeName
     kind: str
 
     @model_validator(mode="wrap")
@@ -167,11 +171,11 @@ class ChainMethod(MethodConfig):
 
 
 class ExperimentConfig(StrictModel):
-    name: str
-    seed: int = 0
+    name: SafeName
+    seed: int = Field(0, ge=0, le=SEED_MAX)
     datasets: dict[str, Dataset]
     genes: GeneConfig = GeneConfig()
-    steps: dict[str, StepConfig]
+    steps: dict[SafeName, StepConfig]
     target: str = "target"
     source_selection: SourceSelection | None = None
     source_cv: CVConfig | None = Field(

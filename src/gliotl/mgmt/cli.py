@@ -99,11 +99,15 @@ def predict_command(
     method: str = typer.Option(None, "--method", help="which method's fold models "
                                "(default: the run's reference)"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
-    out: Path = typer.Option(None, "--out", help="CSV to write (default: print)"),
+    out: opt.PredictOut = None,
+    force: opt.Force = False,
 ) -> None:
     """Apply a run's fold models, preprocessing, fusion and thresholds to a new cohort."""
+    from gliotl.core.device import resolve_device
     from gliotl.mgmt.pipeline.predict import predict_cohort
 
+    resolve_device(device, "--device")
+    opt.check_predict_out(out, force)
     frame = predict_cohort(run_dir, cohort, method=method, device=device)
     if out is None:
         typer.echo(frame.to_csv(index=False), nl=False)

@@ -13,7 +13,14 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from gliotl.core.config import ConfigPath, StrictModel, load_yaml, validate_config
+from gliotl.core.config import (
+    SEED_MAX,
+    ConfigPath,
+    SafeName,
+    StrictModel,
+    load_yaml,
+    validate_config,
+)
 from gliotl.errors import GliotlError
 from gliotl.mgmt.data.dataset import AugmentConfig
 from gliotl.mgmt.data.modalities import MODALITIES, MODALITY_GROUPS, resolve_modalities
@@ -125,8 +132,8 @@ def _resolve_or_raise(names: list[str]) -> list[str]:
 
 
 class MGMTExperimentConfig(StrictModel):
-    name: str
-    seed: int = 0
+    name: SafeName
+    seed: int = Field(0, ge=0, le=SEED_MAX)
     cohort: CohortConfig
     preprocessing: PreprocessConfig = PreprocessConfig()
     cache_dir: ConfigPath | None = Field(None, description="volume cache; default <run>/cache")

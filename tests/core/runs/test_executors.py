@@ -155,3 +155,50 @@ def test_unreachable_ray_address_fails_fast(tmp_path):
     executor = make_executor("ray", address=f"127.0.0.1:{port}")
     with pytest.raises(GliotlError, match="nothing answers at '127.0.0.1:"):
         list(executor.run([Job("a", jobfns.quick, {"value": 1})], open_run(tmp_path), 0))
+
+
+def test_pool_workers_end_with_a_killed_parent(tmp_path):
+    """kill -9 of the driver while both workers are in a 120 s job: they end within 10 s
+    instead of computing for nobody."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    tests = Path(jobfns.__file__).resolve().parent
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import jobfns\n"
+        "from pathlib import Path\n"
+        "from gliotl.core.runs.jobs import Job, LocalExecutor, run_jobs\n"
+        "from gliotl.core.runs.rundir import RunDir\n"
+        "run = RunDir.open('orphans', {}, 0, out=Path(sys.argv[2]))\n"
+        "jobs = [Job(f'busy{i}', jobfns.busy, {'seconds': 120}) for i in range(2)]\n"
+        "run_jobs(jobs, run, LocalExecutor(2), progress=False)\n"
+    )
+    driver = subprocess.Popen([sys.executable, "-c", script, str(tests), str(tmp_path / "run")])
+    started = [tmp_path / "run" / "jobs" / f"busy{i}" / "started" for i in range(2)]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not all(p.is_file() and p.read_text()
+                                                  for p in started):
+        assert driver.poll() is None, "the driver ended before its jobs started"
+        time.sleep(0.2)
+    workers = [int(p.read_text()) for p in started]
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    end = time.monotonic() + 10
+
+    def alive(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return False
+        return state not in ("Z", "X")
+
+    while time.monotonic() < end and any(alive(pid) for pid in workers):
+        time.sleep(0.2)
+    left = [pid for pid in workers if alive(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "pool workers outlived their killed parent"

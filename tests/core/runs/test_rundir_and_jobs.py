@@ -78,6 +78,21 @@ def test_run_dir_refuses_to_overwrite_and_checks_config_on_resume(tmp_path):
         RunDir.open("exp", {}, seed=0, out=tmp_path / "other")
 
 
+def test_a_run_made_before_the_marker_resumes_and_gets_it(tmp_path):
+    out = tmp_path / "run"
+    run = RunDir.open("exp", {"a": 1}, seed=3, out=out)
+    run.close()
+    legacy = run.manifest()
+    del legacy["gliotl_run"]
+    write_json(run.manifest_path, legacy)
+    again = RunDir.open("exp", {"a": 1}, seed=3, out=out, resume=True)
+    assert again.manifest()["gliotl_run"] == 1
+    again.close()
+    write_json(run.manifest_path, {"name": "exp", "status": "running"})  # not gliotl's
+    with pytest.raises(GliotlError, match="not a manifest gliotl wrote"):
+        RunDir.open("exp", {"a": 1}, seed=3, out=out, resume=True)
+
+
 def test_jobs_resume_reuses_finished_results(tmp_path):
     run = RunDir.open("jobs", {}, seed=0, out=tmp_path / "run")
     jobs = [Job(f"j{i}", square_job, {"value": i, "seed": derive_seed(0, i)}) for i in range(4)]

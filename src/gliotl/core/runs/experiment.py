@@ -6,7 +6,9 @@ split table (drawn once, saved with the run, read back on ``--resume``) and
 :meth:`Experiment.prepare_once` for work whose output the run keeps (step matrices, the cohort
 table). :func:`run_experiment` opens the run directory, calls the body and marks the run
 ``finished`` with the body's manifest fields, or ``failed`` with the error, so a run that stops
-never stays ``running``.
+never stays ``running``. A run that replaces another (``--overwrite``) keeps the old one until
+the body calls :meth:`Experiment.inputs_checked` (its data are read and valid); if it fails
+before, the old run is put back untouched. The run's lock is released however it ends.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pandas as pd
 from gliotl.core.config import StrictModel, config_to_dict
 from gliotl.core.runs.jobs import Executor, Job, JobsOutcome, run_stage
 from gliotl.core.runs.rundir import RunDir
+from gliotl.errors import GliotlError, input_error
 
 T = TypeVar("T")
 
@@ -57,6 +60,33 @@ class Experiment:
         """``prepare()`` writes files ending with ``marker``; a resumed run calls ``load()``."""
         return load() if marker.is_file() else prepare()
 
+    def inputs_checked(self) -> None:
+        """The config's data were read and passed every check: from here on this run is worth
+        keeping, so the run it replaces (``--overwrite``) is deleted."""
+        self.run.commit()
+
+
+def _failure_message(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def _fail(run: RunDir, exc: BaseException) -> GliotlError | None:
+    """Record how the run stopped; returns the one-line error to raise instead, if any."""
+    restored = run.replacing
+    if restored:  # stopped before its inputs were checked: the old run comes back
+        run.abandon()
+    else:
+        try:
+            run.finish("failed", error=_failure_message(exc))
+        except (OSError, GliotlError):
+            pass  # the disk that failed the run may fail this write too; the error says why
+    if not isinstance(exc, OSError):
+        return None
+    advice = ("the run it was to replace is back as it was" if restored else
+              f"the run in {run.path} is marked failed; fix the cause and rerun with --resume")
+    return input_error(exc.filename or run.path, None,
+                       f"{exc.strerror or type(exc).__name__}; {advice}")
+
 
 def run_experiment(
     config: StrictModel,
@@ -72,13 +102,20 @@ def run_experiment(
     progress: bool = True,
 ) -> RunDir:
     """Open the run for ``config``, run ``body`` in it and record how it ended."""
+    if retries < 0:
+        raise GliotlError(f"--retries: expected a non-negative integer, got {retries}")
     run = RunDir.open(name, config_to_dict(config), seed, out=out, resume=resume,
                       overwrite=overwrite)
     experiment = Experiment(run, executor, retries, progress)
     try:
         fields = body(experiment) or {}
+        experiment.inputs_checked()
+        run.finish("finished", **fields)
     except BaseException as exc:
-        run.finish("failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+        replacement = _fail(run, exc)
+        if replacement is not None:
+            raise replacement from None
         raise
-    run.finish("finished", **fields)
+    finally:
+        run.close()
     return run

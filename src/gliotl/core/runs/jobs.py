@@ -103,9 +103,19 @@ def save_job_result(job_dir: Path, result: dict[str, Any]) -> None:
 
 
 def load_job_result(job_dir: Path) -> dict[str, Any]:
-    data = json.loads((job_dir / "result.json").read_text(encoding="utf-8"))
-    for key in data.pop("__frames__", []):
-        data[key] = pd.read_csv(job_dir / f"{key}.csv")
+    """A finished job's result; a damaged result file is a one-line error naming it."""
+    path = job_dir / "result.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or not isinstance(data.get("__frames__", []), list):
+            raise ValueError("not a job result object")
+        for key in data.pop("__frames__", []):
+            path = job_dir / f"{key}.csv"
+            data[key] = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GliotlError(f"{path}: damaged job result ({first}); delete the folder {job_dir} "
+                          "and rerun with --resume to redo that job") from None
     return data
 
 
@@ -258,6 +268,20 @@ class _PoolRound:
         return job, result, self.scheduler.attempts(job, tries)
 
 
+def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
+    """Pool-worker initializer: end this worker once ``parent`` is gone (a parent killed with
+    SIGKILL cannot stop its pool, and orphaned workers would keep computing for nobody)."""
+    import os
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="gliotl-parent-watch", daemon=True).start()
+
+
 class LocalExecutor:
     """Sequential in this process (workers=1) or a spawn-based process pool."""
 
@@ -277,7 +301,9 @@ class LocalExecutor:
         threads = max(1, (os.cpu_count() or 1) // self.workers)
         scheduler = _Scheduler(list(jobs), self.workers, retries)
         while scheduler.pending():
-            with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn")) as pool:
+            with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
+                                     initializer=_exit_with_parent,
+                                     initargs=(os.getpid(),)) as pool:
                 yield from _PoolRound(pool, scheduler, run, threads).outcomes()
 
 

@@ -451,6 +451,16 @@ def final_models(eng: Engine, artefacts: dict[str, str]) -> None:
                       eng.exp.run.checkpoints / method.name / file)
 
 
+def check_split_files(eng: Engine) -> None:
+    """Read the user's split files now (they are saved with the run and read back by their
+    stages), so that a bad one fails before a run being replaced is deleted."""
+    config, sel = eng.config, eng.config.source_selection
+    if sel is not None and sel.cv.splits_file:
+        eng.splits("splits_selection.csv", eng.step(sel.score_on), sel.cv)
+    if config.target_cv.splits_file:
+        eng.splits("splits.csv", eng.step(config.target), config.target_cv)
+
+
 def _compute(*results: dict[str, dict]) -> dict[str, float]:
     merged = {k: v for part in results for k, v in part.items()}.values()
     return {"train_seconds": float(sum(r.get("train_seconds", 0.0) for r in merged)),
@@ -464,6 +474,8 @@ def _body(config: ExperimentConfig) -> Any:
         eng = Engine(exp, config)
         exp.prepare_once(eng.data_dir / "summary.json",
                          lambda: prepare_steps(config, eng.data_dir), lambda: None)
+        check_split_files(eng)
+        exp.inputs_checked()  # the data are read and valid: a replaced run may go now
         extra: dict[str, Any] = {}
         select_source(eng, extra)
         source_cv(eng, extra)

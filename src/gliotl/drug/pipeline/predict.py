@@ -14,10 +14,9 @@ from gliotl.errors import GliotlError, input_error
 
 def _read_expression(data: Path) -> pd.DataFrame:
     if data.suffix in (".yaml", ".yml"):
-        from gliotl.core.config import load_yaml
-        from gliotl.drug.data.loaders import load_dataset
+        from gliotl.drug.data.loaders import load_dataset, load_spec_file
 
-        return load_dataset(load_yaml(data), base_dir=data.resolve().parent).expression
+        return load_dataset(load_spec_file(data)).expression
     frame = read_table(data)
     frame = frame.set_index(frame.columns[0])
     frame.index = frame.index.astype(str)

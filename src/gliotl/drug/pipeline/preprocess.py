@@ -8,14 +8,13 @@ applied unchanged to its test fold, and saved as plain JSON next to a final mode
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from gliotl.core.io import write_json
+from gliotl.core.io import read_json, write_json
 from gliotl.drug.data.transforms import ExpressionScaler, LogTransform, ResponseMinMax
 from gliotl.errors import GliotlError, input_error
 
@@ -105,4 +104,16 @@ class StepPreprocessor:
 
     @classmethod
     def load(cls, path: Path) -> StepPreprocessor:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """The saved state at ``path``; a damaged file is a one-line error naming it."""
+        state = read_json(path)
+        try:
+            prep = cls.from_dict(state)
+            genes, center = len(prep.genes_), getattr(prep.x_scaler_, "center_", None)
+            if center is not None and (center.size != genes or not np.isfinite(center).all()
+                                       or not np.isfinite(prep.x_scaler_.scale_).all()):
+                raise ValueError("scaler state does not match the gene list or is not finite")
+        except (KeyError, TypeError, ValueError, AttributeError, GliotlError) as exc:
+            raise input_error(path, None, f"damaged preprocessing state ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''}); this run "
+                              "cannot predict, rerun it") from None
+        return prep

@@ -132,13 +132,17 @@ def _splits(config: MGMTExperimentConfig, experiment: Experiment) -> pd.DataFram
                              config.split.splits_file)
 
 
+def _check_weights_file(config: MGMTExperimentConfig) -> None:
+    if config.model.weights and not Path(config.model.weights).is_file():
+        raise GliotlError(f"{config.model.weights}: field 'model.weights': MedicalNet "
+                          "checkpoint not found (see README: MedicalNet weights)")
+
+
 def _weights(config: MGMTExperimentConfig, experiment: Experiment
              ) -> tuple[str | None, dict[str, Any] | None]:
     """The pretrained weights every transfer method starts from (and the pretraining summary)."""
     if config.model.weights:
-        if not Path(config.model.weights).is_file():
-            raise GliotlError(f"{config.model.weights}: field 'model.weights': MedicalNet "
-                              "checkpoint not found (see README: MedicalNet weights)")
+        _check_weights_file(config)
         return config.model.weights, None
     if config.model.pretrain is None:
         return None, None
@@ -189,8 +193,11 @@ def _body(config: MGMTExperimentConfig, experiment: Experiment, start: float) ->
     cohort_summary = experiment.prepare_once(
         summary_path, lambda: _prepare_cohort(config, run, experiment.progress),
         lambda: read_json(summary_path))
+    _check_weights_file(config)
+    splits = _splits(config, experiment)
+    experiment.inputs_checked()  # cohort and splits are read and valid: a replaced run may go
     weights, pretrain_summary = _weights(config, experiment)
-    jobs = fold_jobs(config, run, _splits(config, experiment), weights)
+    jobs = fold_jobs(config, run, splits, weights)
     outcome = experiment.stage(jobs, "fold models")
     results = [outcome.results[job.job_id] for job in jobs]
     extra = {

@@ -45,13 +45,19 @@ def read_new_cohort(path: str | Path):
 
 def _finished_config(run: RunDir, method: str | None):
     """The run's config and the method to apply; a run that cannot predict is an error."""
+    from pydantic import ValidationError
+
     from gliotl.mgmt.config import MGMTExperimentConfig
 
     if not run.manifest_path.is_file():
         raise GliotlError(f"{run.path}: not a gliotl run directory (no manifest.json)")
     if run.manifest().get("status") != "finished":
         raise GliotlError(f"{run.path}: run is not finished; resume it before predicting")
-    config = MGMTExperimentConfig.model_validate(run.config())
+    try:
+        config = MGMTExperimentConfig.model_validate(run.config())
+    except ValidationError:
+        raise GliotlError(f"{run.config_path}: not an MGMT experiment's config; give a run "
+                          "made by 'gliotl mgmt run'") from None
     method = method or config.reference
     trained = [m.name for m in config.methods]
     if method not in trained:
