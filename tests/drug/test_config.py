@@ -70,6 +70,12 @@ MISTAKES = {
                    "chain step 'sorce' must be a non-target step"),
     "key_of_other_kind": (("methods", 1, "chain"), ["source"],
                           "field 'methods.1.chain': unknown config key"),
+    "permutation_count": (("evaluation", "n_permutations"), -1,
+                          "field 'evaluation.n_permutations': Input should be greater"),
+    "permutation_method": (("evaluation", "permutation_methods"), ["ridge"],
+                           "evaluation.permutation_methods: unknown method 'ridge'"),
+    "evaluation_key": (("evaluation", "n_perm"), 10,
+                       "field 'evaluation.n_perm': unknown config key"),
 }
 
 

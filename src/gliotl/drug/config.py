@@ -117,6 +117,21 @@ class CVConfig(StrictModel):
     splits_file: ConfigPath | None = None
 
 
+class EvaluationConfig(StrictModel):
+    """How the target results are tested (see :mod:`gliotl.core.evaluation.stats`).
+
+    Method against method: the corrected resampled t-test on per-fold Spearman (the headline
+    p), a paired bootstrap over samples (``n_boot_test`` draws) and the Wilcoxon over repeats
+    (both secondary). Method against chance: ``n_permutations`` label permutations, each
+    refitting the whole target pipeline of ``permutation_methods`` (default: every method) on
+    permuted targets over the saved splits; 0 turns it off. The p-value's resolution is
+    1 / (n_permutations + 1)."""
+
+    n_permutations: int = Field(0, ge=0)
+    permutation_methods: list[str] | None = None
+    n_boot_test: int = Field(2000, ge=1)
+
+
 class SourceSelection(StrictModel):
     """Pick the source drug by one-step transfer, cross-validated on the intermediate step."""
 
@@ -183,6 +198,7 @@ class ExperimentConfig(StrictModel):
     methods: list[SerializeAsAny[MethodConfig]] = Field(min_length=1)
     reference: str = "two_step"
     n_boot: int = 1000
+    evaluation: EvaluationConfig = EvaluationConfig()
 
     @model_validator(mode="after")
     def _check_steps(self) -> ExperimentConfig:
@@ -209,6 +225,14 @@ class ExperimentConfig(StrictModel):
                     raise ValueError(f"method '{method.name}': unknown candidate '{candidate}'")
         if self.reference not in names:
             raise ValueError(f"reference method '{self.reference}' is not among the methods")
+        return self
+
+    @model_validator(mode="after")
+    def _check_evaluation(self) -> ExperimentConfig:
+        names = {m.name for m in self.methods}
+        for name in self.evaluation.permutation_methods or []:
+            if name not in names:
+                raise ValueError(f"evaluation.permutation_methods: unknown method '{name}'")
         return self
 
     @model_validator(mode="after")
