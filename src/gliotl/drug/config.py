@@ -141,12 +141,29 @@ class SourceSelection(StrictModel):
     cv: CVConfig = CVConfig(n_splits=5, n_repeats=1)
 
 
+class MethodPreprocessing(StrictModel):
+    """A method's own in-fold preprocessing of the target expression, fitted on each training
+    fold only. ``scaler``: per-gene scaling (``step``: the target step's ``scaler``, as
+    before; ``none``: the expression as prepared). ``top_k_variance``: keep the k genes of
+    largest training-fold variance (measured before scaling), only for methods that build on
+    no upstream model (their inputs must keep the upstream genes). A model's own internal
+    scaling is its param (``standardize`` of elasticnet / prior_elasticnet)."""
+
+    scaler: Literal["step", "standard", "robust", "none"] = "step"
+    top_k_variance: int | None = Field(None, ge=1)
+
+    @property
+    def is_default(self) -> bool:
+        return self.scaler == "step" and self.top_k_variance is None
+
+
 class MethodConfig(StrictModel):
     """A method compared on the target splits; ``kind`` picks its model among the kinds
     registered in :mod:`gliotl.drug.methods.registry`, each with its own fields and params."""
 
     name: str
     kind: str
+    preprocessing: MethodPreprocessing = MethodPreprocessing()
 
     @model_validator(mode="wrap")
     @classmethod
@@ -225,6 +242,20 @@ class ExperimentConfig(StrictModel):
                     raise ValueError(f"method '{method.name}': unknown candidate '{candidate}'")
         if self.reference not in names:
             raise ValueError(f"reference method '{self.reference}' is not among the methods")
+        return self
+
+    @model_validator(mode="after")
+    def _check_preprocessing(self) -> ExperimentConfig:
+        by_name = {m.name: m for m in self.methods}
+        for method in self.methods:
+            if method.preprocessing.top_k_variance is not None and method.steps():
+                raise ValueError(f"method '{method.name}': preprocessing.top_k_variance needs a "
+                                 "method without upstream models (its chain fixes the genes)")
+            for name in method.references():
+                if name in by_name and not by_name[name].preprocessing.is_default:
+                    raise ValueError(f"method '{method.name}': candidate '{name}' sets "
+                                     "preprocessing; candidates see the selector's inputs, so "
+                                     "set it on the nested method")
         return self
 
     @model_validator(mode="after")

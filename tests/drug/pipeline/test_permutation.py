@@ -10,29 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from drugcases import baseline_config
 from gliotl.drug.config import ExperimentConfig
 from gliotl.drug.data.synthetic_chain import write_synthetic_chain
 from gliotl.drug.pipeline.experiment import permuted_step, run_drug_experiment
 from gliotl.drug.pipeline.steps import read_step
-
-
-def baseline_config(data: Path, n_permutations: int) -> dict:
-    return {
-        "name": "perm",
-        "seed": 0,
-        "datasets": {"syn": {"kind": "drevalpy", "path": str(data)}},
-        "steps": {"target": {"dataset": "syn", "drug": "Temozolomide",
-                             "filters": [{"column": "tissue", "equals": "glioma"}]}},
-        "target_cv": {"n_splits": 3, "n_repeats": 2},
-        "methods": [
-            {"name": "elasticnet", "kind": "elasticnet",
-             "params": {"n_alphas": 5, "l1_ratios": [0.5]}},
-            {"name": "mean", "kind": "mean"},
-        ],
-        "reference": "elasticnet",
-        "n_boot": 50,
-        "evaluation": {"n_permutations": n_permutations, "n_boot_test": 100},
-    }
 
 
 @pytest.fixture(scope="module")

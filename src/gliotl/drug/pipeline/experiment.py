@@ -37,6 +37,7 @@ from gliotl.drug.config import (
     CVConfig,
     ExperimentConfig,
     MethodConfig,
+    MethodPreprocessing,
     StepConfig,
     TrainOverride,
 )
@@ -67,8 +68,14 @@ class StepInput:
     def read(self) -> StepData:
         return read_step(Path(self.data_dir), self.key)
 
-    def preprocessor(self, X: pd.DataFrame, y: pd.Series) -> StepPreprocessor:
-        return StepPreprocessor(self.config.scaler, self.config.response).fit(X, y)
+    def preprocessor(self, X: pd.DataFrame, y: pd.Series,
+                     method: MethodPreprocessing | None = None) -> StepPreprocessor:
+        """The step's preprocessing fitted on (X, y), with a method's own overrides."""
+        scaler, top_k = self.config.scaler, None
+        if method is not None:
+            scaler = scaler if method.scaler == "step" else method.scaler
+            top_k = method.top_k_variance
+        return StepPreprocessor(scaler, self.config.response, top_k).fit(X, y)
 
 
 @dataclass(frozen=True)
@@ -194,6 +201,9 @@ def fold_job(job_dir: Path, request: FoldRequest) -> dict[str, Any]:
     selected = getattr(estimator, "selected_", None)
     if selected is not None:  # nested selection: which method the inner CV chose in this fold
         result["selected"] = {"method": selected["method"], "params": selected["params"]}
+    tuning = getattr(estimator, "tuning_", None)
+    if tuning is not None:  # where a tuned penalty fell on its grid (ElasticNet)
+        result["tuning"] = dict(tuning)
     return result
 
 
@@ -211,12 +221,13 @@ def _fit_predict(request: FoldRequest, data: StepData, job_dir: Path) -> tuple[A
         estimator.fit(status.loc[train].to_numpy().reshape(-1, 1), data.y.loc[train].to_numpy())
         return estimator, estimator.predict(status.loc[test].to_numpy().reshape(-1, 1))
     X_train, y_train = data.X.loc[train], data.y.loc[train]
-    prep = request.step.preprocessor(X_train, y_train)
+    prep = request.step.preprocessor(X_train, y_train, method.preprocessing)
     estimator.fit(prep.transform_X(X_train), prep.transform_y(y_train))
     y_pred = prep.inverse_y(estimator.predict(prep.transform_X(data.X.loc[test])))
-    if request.save_model and hasattr(estimator, "model_"):
-        estimator.model_.save(job_dir / "model.pt")
+    if request.save_model:
         prep.save(job_dir / "preprocess.json")
+        if hasattr(estimator, "model_"):
+            estimator.model_.save(job_dir / "model.pt")
     return estimator, y_pred
 
 
@@ -472,6 +483,22 @@ def train_upstream(eng: Engine) -> tuple[dict[str, str], dict[str, dict]]:
     return artefacts, results
 
 
+def tuning_summary(results: Any) -> pd.DataFrame:
+    """Per tuned method over its outer folds: the alpha grid's range, the median chosen alpha,
+    how many folds chose the top of the path and how many ended with no gene (a constant
+    model, the training mean in disguise)."""
+    rows = [{"method": r["method"], **r["tuning"]} for r in results if "tuning" in r]
+    if not rows:
+        return pd.DataFrame()
+    table = pd.DataFrame(rows)
+    return table.groupby("method", sort=True).agg(
+        folds=("alpha", "size"), fixed_alpha=("fixed_alpha", "all"),
+        grid_min=("grid_min", "min"), grid_max=("grid_max", "max"),
+        alpha_median=("alpha", "median"), folds_at_top=("at_top", "sum"),
+        folds_constant=("constant", "sum"), nonzero_median=("n_nonzero", "median"),
+    ).reset_index()
+
+
 def target_folds(eng: Engine, artefacts: dict[str, str], extra: dict[str, Any]
                  ) -> tuple[JobsOutcome, pd.DataFrame]:
     """Every method on every fold of the shared target splits; writes predictions.csv."""
@@ -483,6 +510,10 @@ def target_folds(eng: Engine, artefacts: dict[str, str], extra: dict[str, Any]
     outcome = eng.exp.stage(jobs, "target folds")
     predictions = _predictions(outcome)
     write_csv(eng.exp.run.predictions_path, predictions)
+    tuning = tuning_summary(outcome.results.values())
+    if len(tuning):
+        write_csv(eng.exp.run.path / "tuning.csv", tuning)
+        extra["tuning"] = tuning.to_dict(orient="records")
     chosen = [{"method": r["method"], "selected": r["selected"]["method"]}
               for r in outcome.results.values() if "selected" in r]
     if chosen:

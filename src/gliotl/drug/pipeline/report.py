@@ -106,6 +106,13 @@ def write_drug_outputs(run: RunDir, config: ExperimentConfig, predictions: pd.Da
     if "source_cv" in extra:
         report.heading("Source models (cross-validated on their own data)")
         report.table(pd.DataFrame(extra["source_cv"]))
+    if "tuning" in extra:
+        report.heading("Penalty tuning")
+        report.paragraph("Per tuned ElasticNet over the outer folds: the range of its alpha "
+                         "grid, the median alpha chosen by the inner CV, how many folds chose "
+                         "the top of the grid (the largest penalty on the path) and how many "
+                         "ended with no gene (a constant model predicting the training mean).")
+        report.table(pd.DataFrame(extra["tuning"]), caption="ElasticNet alpha per outer fold")
     if "nested_selection" in extra:
         report.heading("Nested selection")
         report.paragraph("In each outer training fold an inner CV (training rows only) chose the "
