@@ -270,7 +270,18 @@ def mean_pooled_spearman(predictions: pd.DataFrame) -> tuple[float, list[float]]
 def permutation_job(job_dir: Path, request: PermutationRequest) -> dict[str, Any]:
     """The whole target pipeline of one method (in-fold preprocessing, tuning, fit) on one
     permuted target over the saved splits: the engine's own fold fitting, fold by fold."""
-    data = permuted_step(request.step.read(), request.perm_seed)
+    statistic, per_repeat = refit_statistic(request, request.step.read(), job_dir)
+    return {"method": request.method.name, "permutation": request.permutation,
+            "statistic": statistic, "per_repeat": per_repeat}
+
+
+def refit_statistic(request: PermutationRequest, data: StepData, job_dir: Path,
+                    permute: bool = True) -> tuple[float, list[float]]:
+    """Refit ``request.method`` on every fold of ``request.folds`` with ``_fit_predict`` (the
+    target folds' own code) on ``data``, its target permuted by ``request.perm_seed`` unless
+    ``permute`` is False; returns the mean-over-repeats pooled Spearman and its values."""
+    if permute:
+        data = permuted_step(data, request.perm_seed)
     frames = []
     for repeat, fold, train, test in request.folds:
         seed = derive_seed(request.context.seed, request.method.name, request.permutation,
@@ -282,9 +293,7 @@ def permutation_job(job_dir: Path, request: PermutationRequest) -> dict[str, Any
         frames.append(pd.DataFrame({"repeat": repeat, "fold": fold, "role": "test",
                                     "y_true": data.y.loc[test].to_numpy(float),
                                     "y_pred": np.asarray(y_pred, float)}))
-    statistic, per_repeat = mean_pooled_spearman(pd.concat(frames, ignore_index=True))
-    return {"method": request.method.name, "permutation": request.permutation,
-            "statistic": statistic, "per_repeat": per_repeat}
+    return mean_pooled_spearman(pd.concat(frames, ignore_index=True))
 
 
 def _training_flops(estimator: Any) -> float:

@@ -54,12 +54,13 @@ def permutation_summary(evaluation, null: list[dict[str, Any]], n_permutations: 
 
 
 def results_table(evaluation) -> pd.DataFrame:
-    """Per method: Spearman over repeats (mean, sd), pooled CI, and the paired test vs reference."""
+    """Per method and metric: the summary over repeats and pooled CI, with one p-value column
+    per test against the reference (corrected t headline; bootstrap, Wilcoxon secondary)."""
     summary = evaluation.summary.copy()
     comparisons = evaluation.comparisons
     if comparisons is not None and len(comparisons):
-        cols = [c for c in ("method", "p_value", "test") if c in comparisons.columns]
-        summary = summary.merge(comparisons[cols], on="method", how="left")
+        summary = summary.merge(_p_columns(comparisons, evaluation.reference), on="method",
+                                how="left", suffixes=("", "_comparison"))
     return summary
 
 
