@@ -138,7 +138,9 @@ def test_paired_bootstrap_is_liberal_on_null_targets(null_rates):
 
 
 def test_power_on_a_target_with_signal():
-    rates = rejection_rates(40, signal=1.0)
+    """Far above the 5% null rate (1000 datasets at signal 1.0: corrected t 0.55, permutation
+    0.83; see benchmarks/RESULTS.md); signal 1.5 here so that 40 datasets suffice."""
+    rates = rejection_rates(40, signal=1.5)
     assert all(rate >= 0.5 for rate in rates.values()), rates
 
 

@@ -179,6 +179,8 @@ def headline_table(metrics: dict) -> pd.DataFrame:
         table = table.merge(perm.rename(columns={
             "p_value": f"p vs chance (permutation, resolution {resolution:.3g})"}),
             on="method", how="left")
+    if "note" in table.columns:
+        table["note"] = table["note"].fillna("")
     return table.sort_values("mean", ascending=False, na_position="last").reset_index(drop=True)
 
 
