@@ -46,8 +46,8 @@ MISTAKES = {
                              "field 'methods.3.params.foo': unknown config key"),
     "nested_params": (("methods", 4, "params", "alpha"), 0.1,
                       "field 'methods.4.params.alpha': unknown config key"),
-    "candidate_grid": (("methods", 2, "params", "grid"), {"alpha": [1.0]},
-                       "field 'methods.2.params.grid': Value error, grid key 'alpha'"),
+    "candidate_grid": (("methods", 2, "params", "grid"), {"penalty": [1.0]},
+                       "field 'methods.2.params.grid': Value error, grid key 'penalty'"),
     "stacking_params_of_other_mode": (("methods", 5, "params", "correction"), "ridge",
                                       "field 'methods.5.params.correction': unknown config key"),
     "network_key": (("network", "hiden"), [8], "field 'network.hiden': unknown config key"),
@@ -70,6 +70,12 @@ MISTAKES = {
                    "chain step 'sorce' must be a non-target step"),
     "key_of_other_kind": (("methods", 1, "chain"), ["source"],
                           "field 'methods.1.chain': unknown config key"),
+    "permutation_count": (("evaluation", "n_permutations"), -1,
+                          "field 'evaluation.n_permutations': Input should be greater"),
+    "permutation_method": (("evaluation", "permutation_methods"), ["ridge"],
+                           "evaluation.permutation_methods: unknown method 'ridge'"),
+    "evaluation_key": (("evaluation", "n_perm"), 10,
+                       "field 'evaluation.n_perm': unknown config key"),
 }
 
 

@@ -121,6 +121,21 @@ class CVConfig(StrictModel):
     splits_file: ConfigPath | None = None
 
 
+class EvaluationConfig(StrictModel):
+    """How the target results are tested (see :mod:`gliotl.core.evaluation.stats`).
+
+    Method against method: the corrected resampled t-test on per-fold Spearman (the headline
+    p), a paired bootstrap over samples (``n_boot_test`` draws) and the Wilcoxon over repeats
+    (both secondary). Method against chance: ``n_permutations`` label permutations, each
+    refitting the whole target pipeline of ``permutation_methods`` (default: every method) on
+    permuted targets over the saved splits; 0 turns it off. The p-value's resolution is
+    1 / (n_permutations + 1)."""
+
+    n_permutations: int = Field(0, ge=0)
+    permutation_methods: list[str] | None = None
+    n_boot_test: int = Field(2000, ge=1)
+
+
 class SourceSelection(StrictModel):
     """Pick the source drug by one-step transfer, cross-validated on the intermediate step."""
 
@@ -130,12 +145,29 @@ class SourceSelection(StrictModel):
     cv: CVConfig = CVConfig(n_splits=5, n_repeats=1)
 
 
+class MethodPreprocessing(StrictModel):
+    """A method's own in-fold preprocessing of the target expression, fitted on each training
+    fold only. ``scaler``: per-gene scaling (``step``: the target step's ``scaler``, as
+    before; ``none``: the expression as prepared). ``top_k_variance``: keep the k genes of
+    largest training-fold variance (measured before scaling), only for methods that build on
+    no upstream model (their inputs must keep the upstream genes). A model's own internal
+    scaling is its param (``standardize`` of elasticnet / prior_elasticnet)."""
+
+    scaler: Literal["step", "standard", "robust", "none"] = "step"
+    top_k_variance: int | None = Field(None, ge=1)
+
+    @property
+    def is_default(self) -> bool:
+        return self.scaler == "step" and self.top_k_variance is None
+
+
 class MethodConfig(StrictModel):
     """A method compared on the target splits; ``kind`` picks its model among the kinds
     registered in :mod:`gliotl.drug.methods.registry`, each with its own fields and params."""
 
     name: SafeName
     kind: str
+    preprocessing: MethodPreprocessing = MethodPreprocessing()
 
     @model_validator(mode="wrap")
     @classmethod
@@ -187,6 +219,7 @@ class ExperimentConfig(StrictModel):
     methods: list[SerializeAsAny[MethodConfig]] = Field(min_length=1)
     reference: str = "two_step"
     n_boot: int = 1000
+    evaluation: EvaluationConfig = EvaluationConfig()
 
     @model_validator(mode="after")
     def _check_steps(self) -> ExperimentConfig:
@@ -213,6 +246,28 @@ class ExperimentConfig(StrictModel):
                     raise ValueError(f"method '{method.name}': unknown candidate '{candidate}'")
         if self.reference not in names:
             raise ValueError(f"reference method '{self.reference}' is not among the methods")
+        return self
+
+    @model_validator(mode="after")
+    def _check_preprocessing(self) -> ExperimentConfig:
+        by_name = {m.name: m for m in self.methods}
+        for method in self.methods:
+            if method.preprocessing.top_k_variance is not None and method.steps():
+                raise ValueError(f"method '{method.name}': preprocessing.top_k_variance needs a "
+                                 "method without upstream models (its chain fixes the genes)")
+            for name in method.references():
+                if name in by_name and not by_name[name].preprocessing.is_default:
+                    raise ValueError(f"method '{method.name}': candidate '{name}' sets "
+                                     "preprocessing; candidates see the selector's inputs, so "
+                                     "set it on the nested method")
+        return self
+
+    @model_validator(mode="after")
+    def _check_evaluation(self) -> ExperimentConfig:
+        names = {m.name for m in self.methods}
+        for name in self.evaluation.permutation_methods or []:
+            if name not in names:
+                raise ValueError(f"evaluation.permutation_methods: unknown method '{name}'")
         return self
 
     @model_validator(mode="after")

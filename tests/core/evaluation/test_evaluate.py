@@ -203,3 +203,50 @@ def test_bad_comparison_requests():
     shifted.loc[shifted.method == "other", "sample_id"] = list("abcdeg")
     with pytest.raises(GliotlError, match="tested on different samples"):
         evaluate_predictions(shifted, "classification", reference="m", n_boot=0)
+
+
+def _with_training_mean(pred: pd.DataFrame) -> pd.DataFrame:
+    """Add a constant-per-fold method: the training-fold mean of y_true (one value a fold)."""
+    rows = []
+    for (repeat, fold), part in pred[pred.method == "dl"].groupby(["repeat", "fold"]):
+        train = pred[(pred.method == "dl") & (pred.repeat == repeat) & (pred.fold != fold)]
+        rows.append(part.assign(method="mean", y_pred=train["y_true"].mean()))
+    return pd.concat([pred, *rows], ignore_index=True)
+
+
+def test_constant_per_fold_predictor_gets_no_rank_statistic(regression_case):
+    pred = _with_training_mean(regression_case)
+    ev = evaluate_predictions(pred, "regression", reference="dl", n_boot=100,
+                              resampling_boot=200)
+    pooled = ev.pooled.set_index("method")
+    assert np.isnan(pooled.loc["mean", "spearman"]) and np.isnan(pooled.loc["mean", "pearson"])
+    assert np.isnan(pooled.loc["mean", "spearman_ci_low"])
+    assert pooled.loc["mean", "n_constant_folds"] == pooled.loc["mean", "n_folds"] == 12
+    assert pooled.loc["tl", "n_constant_folds"] == 0 and np.isfinite(pooled.loc["tl", "spearman"])
+    assert np.isfinite(pooled.loc["mean", "rmse"])  # error metrics stay
+    assert ev.per_repeat.query("method == 'mean'")["spearman"].isna().all()
+    note = ev.summary.query("method == 'mean' and metric == 'spearman'").iloc[0]
+    assert np.isnan(note["mean"]) and note["note"] == "n/a: constant per fold"
+    rows = ev.comparisons.query("method == 'mean'")
+    assert list(rows["test"]) == ["n/a: constant per fold"] and rows["p_value"].isna().all()
+
+
+def test_headline_comparison_is_the_corrected_t_on_folds(regression_case):
+    from gliotl.core.evaluation.stats import corrected_resampled_ttest
+
+    ev = evaluate_predictions(regression_case, "regression", reference="dl", n_boot=0,
+                              resampling_boot=300)
+    rows = ev.comparisons.set_index("test")
+    assert list(ev.comparisons["headline"]) == [True, False, False]
+    t = rows.loc["corrected resampled t (Nadeau-Bengio)"]
+    folds = ev.per_fold.pivot_table(index=["repeat", "fold"], columns="method",
+                                    values="spearman")
+    # 45 samples in 3 folds: n_test / n_train = 15 / 30 exactly
+    expected = corrected_resampled_ttest(folds["tl"], folds["dl"], 3, 4, 0.5)
+    assert t["n"] == 12 and t["p_value"] == pytest.approx(expected["p_value"])
+    boot = rows.loc["paired bootstrap over samples (conditional on the fitted models)"]
+    per_repeat = ev.per_repeat.pivot_table(index="repeat", columns="method", values="spearman")
+    assert boot["difference"] == pytest.approx((per_repeat["tl"] - per_repeat["dl"]).mean())
+    assert boot["unit"] == "sample" and boot["n"] == 45
+    assert "secondary" in ev.comparisons["test"].iloc[2]
+    json.dumps(ev.to_dict(), allow_nan=False)

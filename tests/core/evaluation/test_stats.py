@@ -114,3 +114,75 @@ def test_midranks_equal_scipy_rankdata_with_ties():
     for size in (1, 2, 7, 64):
         x = np.round(rng.normal(size=size), 1)
         np.testing.assert_allclose(midrank(x), stats.rankdata(x))
+
+
+# -- corrected resampled t, paired bootstrap, permutation p ---------------------------------
+
+
+def test_corrected_ttest_hand_worked_example():
+    """k = 2 folds x r = 2 repeats, differences d = (.1, .3, .2, .4), n_test / n_train = 1.
+
+    mean 0.25; deviations (-.15, .05, -.05, .15), sum of squares .05, s^2 = .05 / 3 = 1/60.
+    Corrected variance (1/4 + 1) * 1/60 = 1/48, so t = 0.25 * sqrt(48) = sqrt(3) with 3 df.
+    Student's t with 3 df has F(t) = 1/2 + (t / (sqrt3 (1 + t^2/3)) + atan(t / sqrt3)) / pi:
+    F(sqrt3) = 1/2 + (1/2 + pi/4) / pi, so p = 2 (1 - F) = 1/2 - 1/pi = 0.18169.
+    (The uncorrected t would be 0.25 / sqrt(1/240) = 3.873, p = 0.030.)
+    """
+    from gliotl.core.evaluation.stats import corrected_resampled_ttest
+
+    a = np.array([0.6, 0.8, 0.7, 0.9])
+    b = np.array([0.5, 0.5, 0.5, 0.5])
+    result = corrected_resampled_ttest(a, b, n_folds=2, n_repeats=2, test_train_ratio=1.0)
+    assert result["mean_difference"] == pytest.approx(0.25)
+    assert result["statistic"] == pytest.approx(np.sqrt(3))
+    assert result["df"] == 3
+    assert result["p_value"] == pytest.approx(0.5 - 1 / np.pi, abs=1e-12)
+
+
+def test_corrected_ttest_degenerate_and_bad_input():
+    from gliotl.core.evaluation.stats import corrected_resampled_ttest
+
+    same = corrected_resampled_ttest([1, 2, 3], [1, 2, 3], 3, 1, 0.5)
+    assert same["p_value"] == 1.0 and same["statistic"] == 0.0
+    shifted = corrected_resampled_ttest([2, 3, 4], [1, 2, 3], 3, 1, 0.5)
+    assert shifted["p_value"] == 0.0
+    with pytest.raises(GliotlError, match="k \\* r"):
+        corrected_resampled_ttest([1, 2, 3], [1, 2, 3], 2, 2, 0.5)
+    with pytest.raises(GliotlError, match="test_train_ratio"):
+        corrected_resampled_ttest([1, 2, 3], [0, 2, 3], 3, 1, 0.0)
+
+
+def test_paired_bootstrap_observed_is_mean_of_scipy_spearman_differences():
+    from gliotl.core.evaluation.stats import paired_bootstrap_spearman
+
+    rng = np.random.default_rng(0)
+    y = np.tile(rng.normal(size=25), (3, 1))
+    a = y + rng.normal(scale=0.5, size=y.shape)
+    b = rng.normal(size=y.shape)
+    expected = np.mean([stats.spearmanr(y[r], a[r]).statistic
+                        - stats.spearmanr(y[r], b[r]).statistic for r in range(3)])
+    result = paired_bootstrap_spearman(y, a, b, n_boot=500, seed=1)
+    assert result["statistic"] == pytest.approx(expected)
+    assert result["p_value"] < 0.01  # a real difference
+    again = paired_bootstrap_spearman(y, a, b, n_boot=500, seed=1)
+    assert again == result  # seeded
+    null = paired_bootstrap_spearman(y, a, a, n_boot=200, seed=1)
+    assert null["statistic"] == 0.0 and null["p_value"] == 1.0
+
+
+def test_paired_bootstrap_rejects_bad_shapes():
+    from gliotl.core.evaluation.stats import paired_bootstrap_spearman
+
+    with pytest.raises(GliotlError, match="shapes"):
+        paired_bootstrap_spearman(np.zeros((2, 5)), np.zeros((2, 4)), np.zeros((2, 5)))
+
+
+def test_permutation_p_value_counts_ties_and_the_observed_value():
+    from gliotl.core.evaluation.stats import permutation_p_value
+
+    result = permutation_p_value(0.3, [0.1, 0.3, 0.5, -0.2, np.nan])
+    # two of the four finite null values are >= 0.3: p = (1 + 2) / (1 + 4)
+    assert result["p_value"] == pytest.approx(3 / 5)
+    assert result["n"] == 4 and result["resolution"] == pytest.approx(1 / 5)
+    assert permutation_p_value(1.0, [0.0] * 99)["p_value"] == pytest.approx(0.01)
+    assert np.isnan(permutation_p_value(np.nan, [0.1])["p_value"])

@@ -144,3 +144,49 @@ def test_input_validation_and_clone(model):
         fitted.predict(X[:, :2])  # wrong number of genes
     assert fitted.predict(X).shape == (12,)
     assert clone(model).get_params() == model.get_params()
+
+
+def test_elastic_net_without_standardisation_is_scikit_learns_on_the_raw_features():
+    from sklearn.linear_model import ElasticNetCV
+
+    from gliotl.drug.methods.baselines import inner_kfold
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(40, 12)) * rng.uniform(0.1, 3, size=12) + rng.normal(size=12)
+    y = X[:, 0] - 2 * X[:, 3] + rng.normal(size=40)
+    ours = TunedElasticNet(l1_ratios=[0.5], n_alphas=10, standardize=False, seed=3).fit(X, y)
+    ref = ElasticNetCV(l1_ratio=[0.5], alphas=10, cv=inner_kfold(40, 3, 3), max_iter=5000,
+                       random_state=3).fit(X, y)
+    assert ours.alpha_ == pytest.approx(ref.alpha_)
+    np.testing.assert_allclose(ours.predict(X), ref.predict(X), atol=1e-10)
+    scaled = TunedElasticNet(l1_ratios=[0.5], n_alphas=10, seed=3).fit(X, y)
+    assert not np.allclose(scaled.predict(X), ours.predict(X))  # the choice matters
+
+
+def test_fixed_alpha_is_a_plain_elastic_net_and_says_so():
+    rng = np.random.default_rng(5)
+    X, y = rng.normal(size=(30, 8)), rng.normal(size=30)
+    fixed = TunedElasticNet(l1_ratios=[0.7], alpha=0.1, standardize=False, seed=0).fit(X, y)
+    ref = ElasticNet(alpha=0.1, l1_ratio=0.7, max_iter=5000).fit(X, y)
+    np.testing.assert_allclose(fixed.predict(X), ref.predict(X), atol=1e-10)
+    assert fixed.tuning_["fixed_alpha"] and not fixed.tuning_["at_top"]
+    assert fixed.tuning_["grid_min"] == fixed.tuning_["grid_max"] == 0.1
+    tuned_l1 = TunedElasticNet(l1_ratios=[0.2, 1.0], alpha=0.1, seed=0).fit(X, y)
+    assert tuned_l1.alpha_ == 0.1 and tuned_l1.l1_ratio_ in (0.2, 1.0)
+    with pytest.raises(ValueError, match="alpha must be > 0"):
+        TunedElasticNet(alpha=0.0).fit(X, y)
+
+
+def test_tuning_reports_the_top_of_the_path_as_a_constant_model():
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(24, 30))
+    signal = TunedElasticNet(l1_ratios=[1.0], n_alphas=20, seed=0).fit(X, 3 * X[:, 0])
+    assert not signal.tuning_["at_top"] and signal.tuning_["n_nonzero"] >= 1
+    grid = signal.pipeline_[-1].alphas_
+    assert signal.tuning_["grid_max"] == pytest.approx(np.max(grid))
+    assert signal.tuning_["grid_min"] == pytest.approx(np.min(grid))
+    tops = [TunedElasticNet(l1_ratios=[1.0], n_alphas=20, seed=s).fit(
+        X, rng.normal(size=24)).tuning_ for s in range(10)]
+    assert any(t["at_top"] for t in tops)  # pure noise: the inner CV often keeps no gene
+    for t in tops:  # at alpha_max (the top of the path) every coefficient is zero
+        assert not t["at_top"] or (t["constant"] and t["n_nonzero"] == 0)

@@ -44,7 +44,14 @@ from gliotl.core.evaluation.metrics import (
     fast_spearman,
     regression_metrics,
 )
-from gliotl.core.evaluation.stats import delong_auc_ci, delong_test, paired_wilcoxon
+from gliotl.core.evaluation.stats import (
+    WILCOXON,
+    corrected_resampled_ttest,
+    delong_auc_ci,
+    delong_test,
+    paired_bootstrap_spearman,
+    paired_wilcoxon,
+)
 from gliotl.core.io import json_safe, require_columns
 from gliotl.errors import GliotlError, input_error
 
@@ -56,6 +63,12 @@ THRESHOLD_METRICS = ("sensitivity", "specificity", "accuracy", "balanced_accurac
 ENSEMBLE_FOLD = -1
 """``fold`` of a row that is the mean over a repeat's fold models (a fold ensemble)."""
 AUC_CIS = ("bootstrap", "delong")
+CORRELATIONS = ("spearman", "pearson")
+CONSTANT_NOTE = "n/a: constant per fold"
+"""What a rank statistic of a constant-per-fold predictor reads: pooling per-fold constants
+gives a correlation that reflects only how the fold means differ (negative on average for the
+training mean), not ranking skill."""
+WILCOXON_SECONDARY = WILCOXON + " over repeats (secondary: repeats share samples)"
 
 
 @dataclass
@@ -304,6 +317,34 @@ def _pooled_row(task, keys, key_values, part, ci_metrics, n_boot, alpha, seed, s
     return row
 
 
+def constant_fold_counts(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per (keys): how many test folds there are and in how many every prediction is equal
+    (a constant model in that fold: the training mean, or an ElasticNet with no gene left)."""
+    test = frame[frame["role"] == "test"]
+    spread = test.groupby([*keys, "repeat", "fold"], sort=True)["y_pred"].agg(np.ptp)
+    counts = (spread == 0).groupby(level=list(range(len(keys)))).agg(["size", "sum"])
+    counts.columns = ["n_folds", "n_constant_folds"]
+    return counts.reset_index()
+
+
+def _constant_methods(frame: pd.DataFrame, keys: list[str], pooled: pd.DataFrame
+                      ) -> tuple[pd.DataFrame, set]:
+    """The pooled table with fold counts, and the keys constant in every test fold."""
+    counts = constant_fold_counts(frame, keys)
+    pooled = pooled.merge(counts, on=keys, how="left")
+    all_constant = counts[counts["n_constant_folds"] == counts["n_folds"]]
+    return pooled, {tuple(v) for v in all_constant[keys].to_numpy().tolist()}
+
+
+def _blank_constant(tables: list[pd.DataFrame], constant: set, keys: list[str]) -> None:
+    """Correlations of constant-per-fold predictors set to NaN in place (see CONSTANT_NOTE)."""
+    for table in tables:
+        mask = pd.Series([tuple(v) in constant for v in table[keys].to_numpy().tolist()],
+                         index=table.index)
+        for column in [c for c in table.columns if c.split("_ci_")[0] in CORRELATIONS]:
+            table.loc[mask, column] = np.nan
+
+
 def _summary(per_fold, per_repeat, pooled, keys, metric_names, ci_metrics):
     rows = []
     for key_values, pooled_part in pooled.groupby(keys, sort=True):
@@ -356,14 +397,18 @@ def _check_same_tests(frame, by_values, by, method, reference, unit_cols, source
 def _comparisons(frame, levels, pooled_rows, task, keys, by, reference, metric, pair_on,
                  source):
     """Each method against ``reference``; ``levels`` maps ``fold`` / ``repeat`` to the
-    per-fold / per-repeat metric tables the paired test reads."""
+    per-fold / per-repeat metric tables the paired test reads, and ``resampling`` (when set)
+    to the :class:`ResamplingTests` whose corrected t becomes the headline row (the
+    Wilcoxon is then labelled secondary)."""
+    resampling = levels.get("resampling")
     columns = [*keys, "reference", "metric", "test", "unit", "n", "value", "reference_value",
                "difference", "statistic", "p_value"]
+    if resampling is not None:
+        columns.append("headline")
     if reference is None:
         return pd.DataFrame(columns=columns)
     n_repeats = frame["repeat"].nunique()
     unit = "fold" if pair_on == "fold" or n_repeats == 1 else "repeat"
-    table = levels[unit]
     unit_cols = ["repeat", "fold"] if unit == "fold" else ["repeat"]
     rows = []
     delong = task == "classification" and n_repeats == 1
@@ -374,18 +419,104 @@ def _comparisons(frame, levels, pooled_rows, task, keys, by, reference, metric, 
         methods = sorted(part["method"].unique())
         if reference not in methods:
             continue
-        units = _unit_scores(table, by_filter, unit_cols, metric, methods)
-        for method in methods:
-            if method == reference:
-                continue
+        units = _unit_scores(levels[unit], by_filter, unit_cols, metric, methods)
+        for method in (m for m in methods if m != reference):
             _check_same_tests(frame, by_values, by, method, reference, unit_cols, source)
-            pair = units[[method, reference]].dropna()
             base = {**{"method": method}, **by_filter, "reference": reference, "metric": metric}
-            if len(pair):
-                rows.append(_wilcoxon_row(pair, method, reference, unit, base, source))
+            rows.extend(_pair_rows(units[[method, reference]].dropna(), unit, base, resampling,
+                                   source))
             if delong:
                 rows.extend(_delong_rows(pooled_rows, by_filter, method, reference, base))
     return pd.DataFrame(rows, columns=columns)
+
+
+def _pair_rows(pair: pd.DataFrame, unit: str, base: dict[str, Any],
+               resampling: ResamplingTests | None, source: Any) -> list[dict[str, Any]]:
+    """The rows of one method against the reference: the resampling tests (when asked for)
+    and the Wilcoxon over ``unit`` (secondary next to them; none for a constant method)."""
+    method, reference = base["method"], base["reference"]
+    rows = resampling.rows(method, reference, base) if resampling is not None else []
+    if len(pair) and not (resampling and resampling.constant(method, reference)):
+        row = _wilcoxon_row(pair, method, reference, unit, base, source)
+        if resampling is not None:
+            row.update(test=WILCOXON_SECONDARY, headline=False)
+        rows.append(row)
+    return rows
+
+
+@dataclass
+class ResamplingTests:
+    """The headline method-vs-method tests of one regression table evaluated by repeated K-fold
+    CV (each sample tested once per repeat): the corrected resampled t on per-fold ``metric``
+    differences (headline) and the paired bootstrap over samples of the difference in pooled
+    Spearman (secondary: it holds the fitted models fixed and is liberal on null data).
+
+    ``constant_methods`` predict one value per fold: they have no rank statistic, so rank
+    tests against them are reported as not applicable instead of computed."""
+
+    per_fold: pd.DataFrame
+    pooled_rows: pd.DataFrame
+    metric: str
+    n_boot: int
+    seed: int
+    constant_methods: frozenset[str]
+
+    def constant(self, method: str, reference: str) -> bool:
+        return self.metric in CORRELATIONS and bool(
+            {method, reference} & self.constant_methods)
+
+    def rows(self, method: str, reference: str, base: dict[str, Any]) -> list[dict[str, Any]]:
+        if self.constant(method, reference):
+            return [{**base, "test": CONSTANT_NOTE, "unit": "fold", "n": 0,
+                     "p_value": float("nan"), "headline": True}]
+        rows = [self._corrected_t(method, reference, base)]
+        if self.metric == "spearman":
+            rows.append(self._bootstrap(method, reference, base))
+        return [row for row in rows if row is not None]
+
+    def _corrected_t(self, method: str, reference: str, base: dict[str, Any]
+                     ) -> dict[str, Any] | None:
+        """Folds where either method's metric is undefined (a constant fold) are left out;
+        the test then runs on the remaining n folds (1 / n in the correction, n - 1 df)."""
+        table = self.per_fold.pivot_table(index=["repeat", "fold"], columns="method",
+                                          values=self.metric, aggfunc="first", dropna=False)
+        sizes = self.per_fold[self.per_fold["method"] == reference].set_index(
+            ["repeat", "fold"])["n"]
+        pair = table.reindex(columns=[method, reference]).dropna()
+        if len(pair) < 2:
+            return None
+        per_repeat = self.pooled_rows[self.pooled_rows["method"] == reference].groupby(
+            "repeat").size()
+        n_test = sizes.to_numpy(float)
+        n_all = per_repeat.reindex(sizes.index.get_level_values("repeat")).to_numpy(float)
+        ratio = float(np.mean(n_test / (n_all - n_test)))
+        result = corrected_resampled_ttest(pair[method], pair[reference], len(pair), 1, ratio)
+        return {**base, "test": result["test"], "unit": "fold", "n": result["n"],
+                "value": float(pair[method].mean()),
+                "reference_value": float(pair[reference].mean()),
+                "difference": result["mean_difference"], "statistic": result["statistic"],
+                "p_value": result["p_value"], "headline": True}
+
+    def _bootstrap(self, method: str, reference: str, base: dict[str, Any]
+                   ) -> dict[str, Any] | None:
+        rows = self.pooled_rows[self.pooled_rows["method"].isin([method, reference])]
+        wide = rows.pivot_table(index=["repeat", "sample_id"], columns="method",
+                                values=["y_pred", "y_true"], aggfunc="first").dropna()
+        samples = wide.reset_index().groupby("repeat")["sample_id"].agg(tuple)
+        if wide.empty or samples.nunique() != 1 or len(samples.iloc[0]) < 3:
+            return None  # the bootstrap pairs repeats sample by sample: same samples needed
+        shape = (samples.size, len(samples.iloc[0]))
+        y = wide[("y_true", reference)].to_numpy(float).reshape(shape)
+        a = wide[("y_pred", method)].to_numpy(float).reshape(shape)
+        b = wide[("y_pred", reference)].to_numpy(float).reshape(shape)
+        result = paired_bootstrap_spearman(y, a, b, n_boot=self.n_boot, seed=self.seed)
+        value, ref_value = (float(np.mean([fast_spearman(y[r], p[r]) for r in range(len(y))]))
+                            for p in (a, b))
+        return {**base, "metric": "spearman", "test": result["test"], "unit": "sample",
+                "n": result["n"], "value": value, "reference_value": ref_value,
+                "difference": result["mean_difference"],
+                "statistic": result["statistic"], "p_value": result["p_value"],
+                "headline": False}
 
 
 def _unit_scores(table: pd.DataFrame, by_filter: dict[str, Any], unit_cols: list[str],
@@ -508,6 +639,7 @@ def evaluate_predictions(  # noqa: PLR0913  (keyword options of the one public e
     ci_metrics: Sequence[str] | None = None,
     source: str = "predictions",
     auc_ci: str = "bootstrap",
+    resampling_boot: int | None = None,
 ) -> Evaluation:
     """Evaluate every method of a predictions table on identical splits.
 
@@ -518,6 +650,13 @@ def evaluate_predictions(  # noqa: PLR0913  (keyword options of the one public e
     units; comparisons are then made within each value. ``ci_metrics``: metrics that get a
     bootstrap CI on the pooled level (default: the primary metric). ``auc_ci="delong"``: ROC
     AUC and its CI at every level from DeLong's method (not bootstrapped).
+    ``resampling_boot`` (regression on repeated K-fold): the headline comparison becomes the
+    corrected resampled t-test; a paired bootstrap (this many draws) over samples and the
+    Wilcoxon over repeats follow as secondary rows (``headline`` False).
+
+    In regression a method whose predictions are constant in every test fold (the training
+    mean) gets no correlation (NaN, ``note`` = :data:`CONSTANT_NOTE`) at any level and no rank
+    test; ``n_constant_folds`` counts such folds for every method.
     """
     by = list(by)
     frame = validate_predictions(predictions, task, source, by, score_column)
@@ -541,8 +680,23 @@ def evaluate_predictions(  # noqa: PLR0913  (keyword options of the one public e
     ])
     if delong:
         pooled = _delong_pooled(pooled, pooled_rows, keys)
+    constant: set = set()
+    if task == "regression":
+        pooled, constant = _constant_methods(frame, keys, pooled)
+        _blank_constant([per_repeat, pooled], constant, keys)
     summary = _summary(per_fold, per_repeat, pooled, keys, metric_names, ci_metrics)
-    levels = {"fold": per_fold, "repeat": per_repeat}
+    if task == "regression":
+        summary["note"] = [CONSTANT_NOTE if (tuple(k) in constant and m in CORRELATIONS)
+                           else "" for k, m in zip(summary[keys].to_numpy().tolist(),
+                                                   summary["metric"], strict=True)]
+    resampling = None
+    if by and resampling_boot is not None:
+        raise input_error(source, "by", "resampling tests compare whole methods; expected no "
+                          "'by' columns with resampling_boot")
+    if task == "regression" and resampling_boot is not None:
+        resampling = ResamplingTests(per_fold, pooled_rows, primary, resampling_boot, seed,
+                                     frozenset(k[0] for k in constant))
+    levels = {"fold": per_fold, "repeat": per_repeat, "resampling": resampling}
     comparisons = _comparisons(frame, levels, pooled_rows, task, keys, by, reference, primary,
                                pair_on, source)
     return Evaluation(

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.ensemble import RandomForestRegressor
-from sklearn.linear_model import ElasticNetCV
+from sklearn.linear_model import ElasticNet, ElasticNetCV
 from sklearn.model_selection import KFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -67,10 +67,17 @@ class TrainingMeanRegressor(RegressorMixin, BaseEstimator):
 class TunedElasticNet(RegressorMixin, BaseEstimator):
     """ElasticNet whose alpha and l1_ratio are chosen by an inner CV on the fit data only.
 
-    Standardisation is part of the model (``StandardScaler`` then ``ElasticNetCV`` in one
-    pipeline), so the scaler is learned from the training fold and applied unchanged to test
-    samples. The inner folds share that training-fold scaler: it uses no labels and never sees
-    the outer test fold, and reusing it keeps ElasticNetCV's fast warm-started alpha path.
+    With ``standardize`` (the default, as before) standardisation is part of the model
+    (``StandardScaler`` then ``ElasticNetCV`` in one pipeline), so the scaler is learned from
+    the training fold and applied unchanged to test samples; the inner folds share it (it uses
+    no labels and never sees the outer test fold, and it keeps the fast warm-started path).
+    ``standardize=False`` fits on the features as given: per-gene scaling is a modelling
+    choice (on expression z-scored per cell line it can hide or reveal signal).
+
+    ``alpha`` fixes the penalty (only l1_ratio is then tuned, or nothing with one l1_ratio).
+    After ``fit``, ``tuning_`` says where the alpha fell: the grid's range, and whether it is
+    the top of the path (``at_top``), where every coefficient is zero and the model predicts
+    the training mean (``constant``).
     """
 
     def __init__(
@@ -79,29 +86,54 @@ class TunedElasticNet(RegressorMixin, BaseEstimator):
         n_alphas: int = 50,
         inner_folds: int = 3,
         max_iter: int = 5000,
+        standardize: bool = True,
+        alpha: float | None = None,
         seed: int | None = 0,
     ) -> None:
         self.l1_ratios = l1_ratios
         self.n_alphas = n_alphas
         self.inner_folds = inner_folds
         self.max_iter = max_iter
+        self.standardize = standardize
+        self.alpha = alpha
         self.seed = seed
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> TunedElasticNet:
-        X, y = validate_data(self, X, y, y_numeric=True)
-        enet = ElasticNetCV(
+    def _model(self, n_samples: int) -> ElasticNet | ElasticNetCV:
+        if self.alpha is not None and self.alpha <= 0:
+            raise ValueError(f"alpha must be > 0, got {self.alpha}")
+        if self.alpha is not None and len(self.l1_ratios) == 1:
+            return ElasticNet(alpha=self.alpha, l1_ratio=float(self.l1_ratios[0]),
+                              max_iter=self.max_iter, random_state=self.seed)
+        return ElasticNetCV(
             l1_ratio=list(self.l1_ratios),
-            alphas=self.n_alphas,
-            cv=inner_kfold(X.shape[0], self.inner_folds, self.seed),
+            alphas=[self.alpha] if self.alpha is not None else self.n_alphas,
+            cv=inner_kfold(n_samples, self.inner_folds, self.seed),
             max_iter=self.max_iter,
             random_state=self.seed,
         )
-        self.pipeline_: Pipeline = make_pipeline(StandardScaler(), enet).fit(X, y)
-        self.alpha_ = float(enet.alpha_)
-        self.l1_ratio_ = float(enet.l1_ratio_)
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> TunedElasticNet:
+        X, y = validate_data(self, X, y, y_numeric=True)
+        enet = self._model(X.shape[0])
+        steps = [StandardScaler(), enet] if self.standardize else [enet]
+        self.pipeline_: Pipeline = make_pipeline(*steps).fit(X, y)
+        self.alpha_ = float(enet.alpha_ if hasattr(enet, "alpha_") else enet.alpha)
+        self.l1_ratio_ = float(enet.l1_ratio_ if hasattr(enet, "l1_ratio_") else enet.l1_ratio)
         self.coef_ = enet.coef_
         self.n_iter_ = int(enet.n_iter_)
+        self.tuning_ = self._tuning(enet)
         return self
+
+    def _tuning(self, enet: ElasticNet | ElasticNetCV) -> dict[str, float | int | bool]:
+        """Where the chosen alpha lies on its grid (a fixed alpha is its own grid)."""
+        grid = np.atleast_2d(getattr(enet, "alphas_", [self.alpha_]))
+        row = grid[list(self.l1_ratios).index(self.l1_ratio_)] if grid.shape[0] > 1 else grid[0]
+        return {"alpha": self.alpha_, "l1_ratio": self.l1_ratio_,
+                "grid_min": float(row.min()), "grid_max": float(row.max()),
+                "fixed_alpha": self.alpha is not None,
+                "at_top": bool(self.alpha is None and np.isclose(self.alpha_, row.max())),
+                "n_nonzero": int(np.count_nonzero(self.coef_)),
+                "constant": not bool(np.any(self.coef_))}
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         check_is_fitted(self, "pipeline_")

@@ -9,7 +9,9 @@ Stages, each a list of independent jobs run on the core skeleton
 3. upstream models: every chain prefix the methods need, trained step after step, then the
    source linear models and multi-task trunks;
 4. target folds: every method on every (repeat, fold) of the shared target splits;
-5. final models: every method whose kind saves one, refitted on all target samples.
+5. label permutations (optional, ``evaluation.n_permutations``): the same target folds refitted
+   on permuted targets, one job per (method, permutation), for the test against chance;
+6. final models: every method whose kind saves one, refitted on all target samples.
 
 What a method needs and how it is built comes from :mod:`gliotl.drug.methods.registry`. Jobs get
 their inputs as one request object (step data location, sub-configs, ids), never the config file.
@@ -18,7 +20,7 @@ their inputs as one request object (step data location, sub-configs, ids), never
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ from gliotl.drug.config import (
     CVConfig,
     ExperimentConfig,
     MethodConfig,
+    MethodPreprocessing,
     StepConfig,
     TrainOverride,
 )
@@ -65,8 +68,14 @@ class StepInput:
     def read(self) -> StepData:
         return read_step(Path(self.data_dir), self.key)
 
-    def preprocessor(self, X: pd.DataFrame, y: pd.Series) -> StepPreprocessor:
-        return StepPreprocessor(self.config.scaler, self.config.response).fit(X, y)
+    def preprocessor(self, X: pd.DataFrame, y: pd.Series,
+                     method: MethodPreprocessing | None = None) -> StepPreprocessor:
+        """The step's preprocessing fitted on (X, y), with a method's own overrides."""
+        scaler, top_k = self.config.scaler, None
+        if method is not None:
+            scaler = scaler if method.scaler == "step" else method.scaler
+            top_k = method.top_k_variance
+        return StepPreprocessor(scaler, self.config.response, top_k).fit(X, y)
 
 
 @dataclass(frozen=True)
@@ -192,6 +201,9 @@ def fold_job(job_dir: Path, request: FoldRequest) -> dict[str, Any]:
     selected = getattr(estimator, "selected_", None)
     if selected is not None:  # nested selection: which method the inner CV chose in this fold
         result["selected"] = {"method": selected["method"], "params": selected["params"]}
+    tuning = getattr(estimator, "tuning_", None)
+    if tuning is not None:  # where a tuned penalty fell on its grid (ElasticNet)
+        result["tuning"] = dict(tuning)
     return result
 
 
@@ -209,13 +221,79 @@ def _fit_predict(request: FoldRequest, data: StepData, job_dir: Path) -> tuple[A
         estimator.fit(status.loc[train].to_numpy().reshape(-1, 1), data.y.loc[train].to_numpy())
         return estimator, estimator.predict(status.loc[test].to_numpy().reshape(-1, 1))
     X_train, y_train = data.X.loc[train], data.y.loc[train]
-    prep = request.step.preprocessor(X_train, y_train)
+    prep = request.step.preprocessor(X_train, y_train, method.preprocessing)
     estimator.fit(prep.transform_X(X_train), prep.transform_y(y_train))
     y_pred = prep.inverse_y(estimator.predict(prep.transform_X(data.X.loc[test])))
-    if request.save_model and hasattr(estimator, "model_"):
-        estimator.model_.save(job_dir / "model.pt")
+    if request.save_model:
         prep.save(job_dir / "preprocess.json")
+        if hasattr(estimator, "model_"):
+            estimator.model_.save(job_dir / "model.pt")
     return estimator, y_pred
+
+
+@dataclass(frozen=True)
+class PermutationRequest:
+    """Refit ``method`` on every target fold with the target permuted by ``perm_seed``.
+
+    The same ``perm_seed`` (one per permutation index) permutes the target for every method,
+    so the null statistics of two methods are paired."""
+
+    step: StepInput
+    method: MethodConfig
+    context: BuildContext
+    permutation: int
+    perm_seed: int
+    folds: list[tuple[int, int, list[str], list[str]]] = field(default_factory=list)
+
+
+def permuted_step(data: StepData, perm_seed: int) -> StepData:
+    """``data`` with its responses shuffled over samples (expression and annotations kept)."""
+    rng = np.random.default_rng(perm_seed)
+    y = pd.Series(rng.permutation(data.y.to_numpy()), index=data.y.index, name=data.y.name)
+    return replace(data, y=y)
+
+
+def mean_pooled_spearman(predictions: pd.DataFrame) -> tuple[float, list[float]]:
+    """The headline statistic: each repeat's pooled out-of-fold Spearman, and their mean; NaN
+    for a method constant in every fold (as :mod:`gliotl.core.evaluation.evaluate` reports)."""
+    from gliotl.core.evaluation.metrics import fast_spearman
+
+    test = predictions[predictions["role"] == "test"]
+    spread = test.groupby(["repeat", "fold"])["y_pred"].agg(np.ptp)
+    if (spread == 0).all():
+        return float("nan"), []
+    values = [fast_spearman(part["y_true"].to_numpy(float), part["y_pred"].to_numpy(float))
+              for _, part in test.groupby("repeat", sort=True)]
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan"), values
+
+
+def permutation_job(job_dir: Path, request: PermutationRequest) -> dict[str, Any]:
+    """The whole target pipeline of one method (in-fold preprocessing, tuning, fit) on one
+    permuted target over the saved splits: the engine's own fold fitting, fold by fold."""
+    statistic, per_repeat = refit_statistic(request, request.step.read(), job_dir)
+    return {"method": request.method.name, "permutation": request.permutation,
+            "statistic": statistic, "per_repeat": per_repeat}
+
+
+def refit_statistic(request: PermutationRequest, data: StepData, job_dir: Path,
+                    permute: bool = True) -> tuple[float, list[float]]:
+    """Refit ``request.method`` on every fold of ``request.folds`` with ``_fit_predict`` (the
+    target folds' own code) on ``data``, its target permuted by ``request.perm_seed`` unless
+    ``permute`` is False; returns the mean-over-repeats pooled Spearman and its values."""
+    if permute:
+        data = permuted_step(data, request.perm_seed)
+    frames = []
+    for repeat, fold, train, test in request.folds:
+        seed = derive_seed(request.context.seed, request.method.name, request.permutation,
+                           repeat, fold)
+        fold_request = FoldRequest(request.step, request.method,
+                                   replace(request.context, seed=seed), repeat, fold, train, test)
+        seed_everything(seed)
+        _, y_pred = _fit_predict(fold_request, data, job_dir)
+        frames.append(pd.DataFrame({"repeat": repeat, "fold": fold, "role": "test",
+                                    "y_true": data.y.loc[test].to_numpy(float),
+                                    "y_pred": np.asarray(y_pred, float)}))
+    return mean_pooled_spearman(pd.concat(frames, ignore_index=True))
 
 
 def _training_flops(estimator: Any) -> float:
@@ -414,6 +492,22 @@ def train_upstream(eng: Engine) -> tuple[dict[str, str], dict[str, dict]]:
     return artefacts, results
 
 
+def tuning_summary(results: Any) -> pd.DataFrame:
+    """Per tuned method over its outer folds: the alpha grid's range, the median chosen alpha,
+    how many folds chose the top of the path and how many ended with no gene (a constant
+    model, the training mean in disguise)."""
+    rows = [{"method": r["method"], **r["tuning"]} for r in results if "tuning" in r]
+    if not rows:
+        return pd.DataFrame()
+    table = pd.DataFrame(rows)
+    return table.groupby("method", sort=True).agg(
+        folds=("alpha", "size"), fixed_alpha=("fixed_alpha", "all"),
+        grid_min=("grid_min", "min"), grid_max=("grid_max", "max"),
+        alpha_median=("alpha", "median"), folds_at_top=("at_top", "sum"),
+        folds_constant=("constant", "sum"), nonzero_median=("n_nonzero", "median"),
+    ).reset_index()
+
+
 def target_folds(eng: Engine, artefacts: dict[str, str], extra: dict[str, Any]
                  ) -> tuple[JobsOutcome, pd.DataFrame]:
     """Every method on every fold of the shared target splits; writes predictions.csv."""
@@ -425,6 +519,10 @@ def target_folds(eng: Engine, artefacts: dict[str, str], extra: dict[str, Any]
     outcome = eng.exp.stage(jobs, "target folds")
     predictions = _predictions(outcome)
     write_csv(eng.exp.run.predictions_path, predictions)
+    tuning = tuning_summary(outcome.results.values())
+    if len(tuning):
+        write_csv(eng.exp.run.path / "tuning.csv", tuning)
+        extra["tuning"] = tuning.to_dict(orient="records")
     chosen = [{"method": r["method"], "selected": r["selected"]["method"]}
               for r in outcome.results.values() if "selected" in r]
     if chosen:
@@ -432,6 +530,34 @@ def target_folds(eng: Engine, artefacts: dict[str, str], extra: dict[str, Any]
         write_csv(eng.exp.run.path / "nested_selection.csv", counts)
         extra["nested_selection"] = counts.to_dict(orient="records")
     return outcome, predictions
+
+
+def permutation_tests(eng: Engine, artefacts: dict[str, str], extra: dict[str, Any]) -> None:
+    """Label permutations of the target for ``evaluation.permutation_methods``; writes
+    ``permutation_null.csv`` (method, permutation, statistic). Jobs are seeded by permutation
+    index, so ``--resume`` and more permutations reuse the finished ones."""
+    from gliotl.core.evaluation.splits import iter_folds
+
+    config = eng.config
+    n_perm = config.evaluation.n_permutations
+    if n_perm == 0:
+        return
+    step = eng.step(config.target)
+    splits = eng.splits("splits.csv", step, config.target_cv)
+    folds = [(f.repeat, f.fold, [str(i) for i in f.train], [str(i) for i in f.test])
+             for f in iter_folds(splits)]
+    names = config.evaluation.permutation_methods or [m.name for m in config.methods]
+    methods = [m for m in config.methods if m.name in names]
+    context = eng.context(artefacts, config.methods)
+    jobs = [Job(f"perm-{m.name}-p{i}", permutation_job, {"request": PermutationRequest(
+        step, m, replace(context, seed=derive_seed(config.seed, "permutation-fit")), i,
+        derive_seed(config.seed, "permutation", i), folds)})
+        for m in methods for i in range(n_perm)]
+    outcome = eng.exp.stage(jobs, "label permutations")
+    null = pd.DataFrame([{k: r[k] for k in ("method", "permutation", "statistic")}
+                         for r in outcome.results.values()])
+    write_csv(eng.exp.run.path / "permutation_null.csv", null)
+    extra["permutation_null"] = null.to_dict(orient="records")
 
 
 def final_models(eng: Engine, artefacts: dict[str, str]) -> None:
@@ -481,6 +607,7 @@ def _body(config: ExperimentConfig) -> Any:
         source_cv(eng, extra)
         artefacts, upstream_results = train_upstream(eng)
         outcome, predictions = target_folds(eng, artefacts, extra)
+        permutation_tests(eng, artefacts, extra)
         final_models(eng, artefacts)
         extra["selected_source_drug"] = eng.selected
         extra["compute"] = _compute(upstream_results, outcome.results)

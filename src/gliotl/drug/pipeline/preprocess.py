@@ -1,7 +1,9 @@
-"""In-fold preprocessing of one step: expression scaler + response transform, with JSON state.
+"""In-fold preprocessing of one step: gene filter + expression scaler + response transform,
+with JSON state.
 
 A thin composition of the scikit-learn style transforms in :mod:`gliotl.drug.data.transforms`
-(``ExpressionScaler``; ``ResponseMinMax`` or ``LogTransform``): fitted on a training fold only,
+(``GeneFilter``, ``ExpressionScaler``; ``ResponseMinMax`` or ``LogTransform``): fitted on a
+training fold only,
 applied unchanged to its test fold, and saved as plain JSON next to a final model so that
 ``gliotl drug predict`` needs no pickle.
 """
@@ -15,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from gliotl.core.io import read_json, write_json
-from gliotl.drug.data.transforms import ExpressionScaler, LogTransform, ResponseMinMax
+from gliotl.drug.data.transforms import ExpressionScaler, GeneFilter, LogTransform, ResponseMinMax
 from gliotl.errors import GliotlError, input_error
 
 _WHERE = "step preprocessing"
@@ -33,14 +35,21 @@ def _response_transform(kind: str) -> ResponseMinMax | LogTransform | None:
 
 
 class StepPreprocessor:
-    """Scale expression per gene and transform the response, with training data only."""
+    """Keep the most variable genes (optional), scale expression per gene and transform the
+    response, with training data only. The gene filter ranks genes by their variance before
+    scaling (after a z-score every gene has variance 1)."""
 
-    def __init__(self, scaler: str = "standard", response: str = "minmax"):
+    def __init__(self, scaler: str = "standard", response: str = "minmax",
+                 top_k_variance: int | None = None):
         self.scaler = scaler
         self.response = response
+        self.top_k_variance = top_k_variance
 
     def fit(self, X: pd.DataFrame, y: pd.Series) -> StepPreprocessor:
-        self.genes_ = list(map(str, X.columns))
+        X = X.rename(columns=str)
+        if self.top_k_variance is not None:
+            X = X[GeneFilter(top_k_variance=self.top_k_variance).fit(X).genes_]
+        self.genes_ = list(X.columns)
         self.x_scaler_ = None
         if self.scaler != "none":
             self.x_scaler_ = ExpressionScaler(kind=self.scaler).fit(X.to_numpy(np.float64))
@@ -74,6 +83,7 @@ class StepPreprocessor:
         n = len(self.genes_)
         scaler = self.x_scaler_
         state = {"scaler": self.scaler, "response": self.response, "genes": self.genes_,
+                 "top_k_variance": self.top_k_variance,
                  "center": scaler.center_.tolist() if scaler else np.zeros(n).tolist(),
                  "scale": scaler.scale_.tolist() if scaler else np.ones(n).tolist()}
         if isinstance(self.y_transform_, ResponseMinMax):
@@ -86,7 +96,7 @@ class StepPreprocessor:
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> StepPreprocessor:
         """Rebuild the fitted transforms from :meth:`to_dict`'s state (any earlier run's too)."""
-        prep = cls(state["scaler"], state["response"])
+        prep = cls(state["scaler"], state["response"], state.get("top_k_variance"))
         prep.genes_ = list(state["genes"])
         prep.x_scaler_ = None
         if prep.scaler != "none":

@@ -1,10 +1,18 @@
-"""Aggregation of a drug run: metrics.json, report.html and the terminal summary."""
+"""Aggregation of a drug run: metrics.json, report.html and the terminal summary.
+
+Headline p-values: the corrected resampled t-test (Nadeau & Bengio) on per-fold Spearman
+against the reference, and the label-permutation p against chance when permutations were run.
+The paired bootstrap over samples and the Wilcoxon over repeats are kept as labelled secondary
+columns: on null data the bootstrap rejects too often, and repeats over the same samples are
+not independent (see :mod:`gliotl.core.evaluation.stats`).
+"""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from gliotl.core.io import write_json
@@ -12,22 +20,47 @@ from gliotl.core.runs.rundir import RunDir
 from gliotl.drug.config import ExperimentConfig
 
 
-def evaluate_drug_predictions(predictions: pd.DataFrame, reference: str, n_boot: int, seed: int):
+def evaluate_drug_predictions(predictions: pd.DataFrame, reference: str, n_boot: int, seed: int,
+                              n_boot_test: int | None = 2000):
     from gliotl.core.evaluation.evaluate import evaluate_predictions
 
     return evaluate_predictions(
         predictions, task="regression", reference=reference, primary_metric="spearman",
-        pair_on="repeat", n_boot=n_boot, seed=seed,
+        pair_on="repeat", n_boot=n_boot, seed=seed, resampling_boot=n_boot_test,
     )
 
 
+def permutation_summary(evaluation, null: list[dict[str, Any]], n_permutations: int
+                        ) -> dict[str, Any]:
+    """Each method's observed mean-over-repeats Spearman against its permutation null:
+    p = (1 + #{null >= observed}) / (1 + n), resolution 1 / (n + 1)."""
+    from gliotl.core.evaluation.stats import permutation_p_value
+
+    table = pd.DataFrame(null)
+    summary = evaluation.summary[evaluation.summary["metric"] == "spearman"].set_index("method")
+    rows = []
+    for method, part in table.groupby("method", sort=True):
+        values = part["statistic"].to_numpy(float)
+        result = permutation_p_value(float(summary.loc[method, "mean"]), values)
+        finite = values[np.isfinite(values)]
+        rows.append({"method": method, "observed": result["statistic"],
+                     "p_value": result["p_value"], "n": result["n"],
+                     "resolution": result["resolution"],
+                     "null_mean": float(finite.mean()) if finite.size else float("nan"),
+                     "null_sd": float(finite.std(ddof=1)) if finite.size > 1 else float("nan")})
+    return {"test": "label permutation (whole target pipeline refitted on permuted targets, "
+                    "same splits)", "n_permutations": n_permutations,
+            "resolution": 1.0 / (n_permutations + 1), "methods": rows}
+
+
 def results_table(evaluation) -> pd.DataFrame:
-    """Per method: Spearman over repeats (mean, sd), pooled CI, and the paired test vs reference."""
+    """Per method and metric: the summary over repeats and pooled CI, with one p-value column
+    per test against the reference (corrected t headline; bootstrap, Wilcoxon secondary)."""
     summary = evaluation.summary.copy()
     comparisons = evaluation.comparisons
     if comparisons is not None and len(comparisons):
-        cols = [c for c in ("method", "p_value", "test") if c in comparisons.columns]
-        summary = summary.merge(comparisons[cols], on="method", how="left")
+        summary = summary.merge(_p_columns(comparisons, evaluation.reference), on="method",
+                                how="left", suffixes=("", "_comparison"))
     return summary
 
 
@@ -37,8 +70,13 @@ def write_drug_outputs(run: RunDir, config: ExperimentConfig, predictions: pd.Da
     from gliotl.core.reporting.report import Report
 
     evaluation = evaluate_drug_predictions(predictions, config.reference, config.n_boot,
-                                           config.seed)
+                                           config.seed, config.evaluation.n_boot_test)
     data_summary = json.loads((run.path / "data" / "summary.json").read_text())
+    extra = dict(extra)
+    null = extra.pop("permutation_null", None)
+    if null:
+        extra["permutation"] = permutation_summary(evaluation, null,
+                                                   config.evaluation.n_permutations)
     metrics = {"target": evaluation.to_dict(), "data": data_summary, **extra}
     write_json(run.metrics_path, metrics)
 
@@ -46,8 +84,13 @@ def write_drug_outputs(run: RunDir, config: ExperimentConfig, predictions: pd.Da
     report.paragraph(
         f"Target step '{config.target}': {config.target_cv.n_splits}-fold CV x "
         f"{config.target_cv.n_repeats} repeats on splits saved in splits.csv and shared by every "
-        f"method. Spearman's rho is computed per repeat on the pooled out-of-fold predictions; "
-        f"each method is compared with '{config.reference}' by a paired test over repeats."
+        f"method. Spearman's rho is computed per repeat on the pooled out-of-fold predictions "
+        f"(n/a for a method constant in every fold, such as the training mean: pooling per-fold "
+        f"constants gives a correlation that reflects fold means, not ranking). Each method is "
+        f"compared with '{config.reference}' by the corrected resampled t-test of Nadeau & "
+        f"Bengio on per-fold Spearman (the headline p; it accounts for overlapping training "
+        f"sets); a paired bootstrap over samples (conditional on the fitted models, liberal on "
+        f"null data) and a Wilcoxon over repeats (repeats share samples) are secondary."
     )
     steps = pd.DataFrame(data_summary["steps"]).T.reset_index(names="step")
     report.heading("Data")
@@ -64,6 +107,13 @@ def write_drug_outputs(run: RunDir, config: ExperimentConfig, predictions: pd.Da
     if "source_cv" in extra:
         report.heading("Source models (cross-validated on their own data)")
         report.table(pd.DataFrame(extra["source_cv"]))
+    if "tuning" in extra:
+        report.heading("Penalty tuning")
+        report.paragraph("Per tuned ElasticNet over the outer folds: the range of its alpha "
+                         "grid, the median alpha chosen by the inner CV, how many folds chose "
+                         "the top of the grid (the largest penalty on the path) and how many "
+                         "ended with no gene (a constant model predicting the training mean).")
+        report.table(pd.DataFrame(extra["tuning"]), caption="ElasticNet alpha per outer fold")
     if "nested_selection" in extra:
         report.heading("Nested selection")
         report.paragraph("In each outer training fold an inner CV (training rows only) chose the "
@@ -71,14 +121,49 @@ def write_drug_outputs(run: RunDir, config: ExperimentConfig, predictions: pd.Da
         report.table(pd.DataFrame(extra["nested_selection"]),
                      caption="How often each method was chosen across outer folds")
     report.heading("Target results")
+    report.table(headline_table(metrics), caption="Headline: Spearman mean and sd over "
+                 "repeats, pooled 95% CI, p vs the reference (corrected t; bootstrap and "
+                 "Wilcoxon secondary) and vs chance (permutation)")
+    if "permutation" in metrics:
+        perm = metrics["permutation"]
+        report.paragraph(
+            f"Against chance: {perm['n_permutations']} label permutations of the target, each "
+            f"refitting the whole target pipeline (in-fold preprocessing, tuning, fit) on the "
+            f"same saved splits; p = (1 + #null >= observed) / (1 + n), so the smallest "
+            f"attainable p (the resolution) is {perm['resolution']:.4g}.")
+        report.table(pd.DataFrame(perm["methods"]), caption="Permutation test per method")
     add_evaluation(report, evaluation, predictions, task="regression")
     report.heading("Config")
     report.config(run.config())
     report.write(run.report_path)
 
 
+_P_COLUMNS = {"corrected resampled t": "corrected t", "paired bootstrap": "bootstrap, secondary",
+              "paired Wilcoxon": "Wilcoxon, secondary", "n/a": "corrected t"}
+
+
+def _p_columns(comparisons: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """One column of p-values vs ``reference`` per test (a run from before the headline tests
+    has only the Wilcoxon, shown as ``p vs reference``)."""
+    if "headline" not in comparisons.columns:
+        return comparisons[["method", "p_value"]].rename(
+            columns={"p_value": f"p vs {reference}"})
+    label = comparisons["test"].map(lambda t: next(
+        (v for k, v in _P_COLUMNS.items() if t.startswith(k)), t))
+    wide = comparisons.assign(label=label).pivot_table(
+        index="method", columns="label", values="p_value", aggfunc="first", dropna=False)
+    order = [c for c in dict.fromkeys(_P_COLUMNS.values()) if c in wide.columns]
+    wide = wide[order].rename(columns=lambda c: f"p vs {reference} ({c})")
+    notes = comparisons[comparisons["test"].str.startswith("n/a")]
+    wide = wide.reset_index()
+    wide["note"] = wide["method"].map(dict(zip(notes["method"], notes["test"], strict=True)))
+    wide["note"] = wide["note"].fillna("")
+    return wide
+
+
 def headline_table(metrics: dict) -> pd.DataFrame:
-    """One row per method: Spearman mean +- sd over repeats, pooled 95% CI, p vs reference."""
+    """One row per method: Spearman mean +- sd over repeats, pooled 95% CI, p vs reference
+    (corrected t; bootstrap and Wilcoxon secondary) and, with permutations, p vs chance."""
     target = metrics["target"]
     summary = pd.DataFrame(target["summary"])
     summary = summary[summary["metric"] == target["primary_metric"]]
@@ -86,9 +171,17 @@ def headline_table(metrics: dict) -> pd.DataFrame:
     comparisons = pd.DataFrame(target["comparisons"])
     if len(comparisons):
         comparisons = comparisons[comparisons["metric"] == target["primary_metric"]]
-        table = table.merge(comparisons[["method", "p_value"]], on="method", how="left")
-    table = table.sort_values("mean", ascending=False).reset_index(drop=True)
-    return table.rename(columns={"p_value": f"p vs {target['reference']}"})
+        table = table.merge(_p_columns(comparisons, target["reference"]), on="method",
+                            how="left")
+    if "permutation" in metrics:
+        perm = pd.DataFrame(metrics["permutation"]["methods"])[["method", "p_value"]]
+        resolution = metrics["permutation"]["resolution"]
+        table = table.merge(perm.rename(columns={
+            "p_value": f"p vs chance (permutation, resolution {resolution:.3g})"}),
+            on="method", how="left")
+    if "note" in table.columns:
+        table["note"] = table["note"].fillna("")
+    return table.sort_values("mean", ascending=False, na_position="last").reset_index(drop=True)
 
 
 def print_summary(run: RunDir) -> None:
