@@ -56,7 +56,7 @@ def prepare_command(
     from gliotl.mgmt.data.prepare import PrepareConfig, run_prepare
 
     settings = load_config(PrepareConfig, config)
-    cohort, report, table = run_prepare(settings, progress=progress)
+    cohort, report, table = run_prepare(settings, progress=progress, echo=typer.echo)
     typer.echo(f"processed {len(report.processed)}, already cached {len(report.skipped)}, "
                f"failed {len(report.failed)}; cohort of {len(cohort.table)} patients -> {table}")
     for reason, count in sorted(cohort.exclusions.items()):
