@@ -88,7 +88,7 @@ def _template() -> dict[str, np.ndarray]:
         path = folder / f"mni_icbm152_{name}_tal_nlin_sym_09a_converted.nii.gz"
         if not path.is_file():
             raise GliotlError(f"{path}: MNI152 template missing from the nilearn installation")
-        image = nib.load(str(path))
+        image = nib.Nifti1Image.from_filename(str(path))
         maps[name] = np.asarray(image.dataobj, dtype=np.float32) / 255.0
         maps["affine"] = image.affine
     # one contiguous (1, 3, X, Y, Z) tensor, built once and sampled for every patient

@@ -26,7 +26,7 @@ class PrepareConfig(StrictModel):
     """A cohort, how to preprocess it, and where the cache and the cohort table go."""
 
     cohort: CohortConfig
-    preprocessing: PreprocessConfig = PreprocessConfig()
+    preprocessing: PreprocessConfig = Field(default_factory=PreprocessConfig)
     cache_dir: ConfigPath
     cache_workers: int = Field(1, ge=1)
     modalities: list[str] = ["all"]

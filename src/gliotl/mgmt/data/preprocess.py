@@ -65,11 +65,13 @@ class PreprocessConfig(StrictModel):
     region: Literal["tumour_mask_fixed_crop", "tumour_bbox", "brain_bbox"] = "brain_bbox"
     crop_box: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] = PAPER_CROP_BOX
     crop_grid: tuple[int, int, int] = Field(
-        SRI24_SHAPE_ZYX, description="(D, H, W) grid crop_box is written for; any other is refused")
+        default=SRI24_SHAPE_ZYX,
+        description="(D, H, W) grid crop_box is written for; any other grid is refused")
     crop_orientation: Literal["LPS", "RAS"] = Field(
-        "LPS", description="voxel order crop_box is written in (SRI-24 as stored: LPS)")
+        default="LPS", description="voxel order crop_box is written in (SRI-24 stored: LPS)")
     segmentation_labels: tuple[int, ...] = Field(
-        (0, 1, 2, 4), description="labels a segmentation may hold (BraTS / UPenn: 0, 1, 2, 4)")
+        default=(0, 1, 2, 4),
+        description="labels a segmentation may hold (BraTS / UPenn: 0, 1, 2, 4)")
     margin: int = 4  # voxels around a bounding box
     target_shape: tuple[int, int, int] | None = (70, 86, 86)
     downscale: float | None = None  # zoom factor, then centred pad/crop to target_shape
@@ -106,7 +108,7 @@ class PreprocessConfig(StrictModel):
     def from_preset(cls, name: str, **overrides: Any) -> PreprocessConfig:
         if name not in PRESETS:
             raise GliotlError(f"unknown preprocessing preset '{name}': expected {list(PRESETS)}")
-        return cls(preset=name, **overrides)
+        return cls.model_validate({"preset": name, **overrides})
 
     @property
     def needs_segmentation(self) -> bool:
@@ -129,9 +131,10 @@ def open_nifti(path: str | Path) -> Any:
         raise input_error(path, None, "NIfTI file not found")
     try:
         image = nib.load(str(path))
-        _ = image.shape, image.affine
     except Exception as exc:  # nibabel raises many types for a damaged header
         raise input_error(path, None, f"not a readable NIfTI file ({_first_line(exc)})") from None
+    if not isinstance(image, nib.spatialimages.SpatialImage):  # e.g. a CIFTI or surface file
+        raise input_error(path, None, f"a NIfTI volume expected, got {type(image).__name__}")
     if len(image.shape) != 3:
         raise input_error(path, "shape", f"a 3D volume expected, got shape {image.shape}")
     return image
@@ -303,7 +306,7 @@ def _centre_fit(volume: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
             lo = (want - have) // 2
             src.append(slice(0, have))
             dst.append(slice(lo, lo + have))
-    out[(..., *dst)] = volume[(..., *src)]
+    out[..., dst[0], dst[1], dst[2]] = volume[..., src[0], src[1], src[2]]
     return out
 
 
@@ -321,7 +324,8 @@ def resize_stack(stack: np.ndarray, size: tuple[int, ...], mode: str) -> np.ndar
         if mode == "nearest":
             out = F.interpolate(tensor, size=tuple(size), mode="nearest")
         elif mode == "area" and not enlarging:  # area averaging cannot enlarge smoothly
-            out = F.adaptive_avg_pool3d(tensor, tuple(size))
+            depth, height, width = size
+            out = F.adaptive_avg_pool3d(tensor, (depth, height, width))
         else:
             out = F.interpolate(tensor, size=tuple(size), mode="trilinear", align_corners=False)
     return out[0].numpy()
@@ -404,6 +408,8 @@ def _crop_box(row: Any, config: PreprocessConfig, views: dict[str, np.ndarray],
         name = next(iter(views))
         return fixed_box(config, views[name].shape, all_paths[name], patient_id)
     if config.region == "tumour_bbox":
+        if tumour is None:
+            raise GliotlError(f"patient {patient_id}: region tumour_bbox needs a segmentation")
         return bounding_box(tumour, config.margin)
     ref_name = "reference" if "reference" in views else reference_modality(row)
     brain = views[ref_name] != 0

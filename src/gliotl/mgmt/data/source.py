@@ -59,16 +59,16 @@ class PhantomCohort(StrictModel):
     ``signal`` and ``seed``; ``phantom_options`` are further make_phantom_cohort arguments."""
 
     kind: Literal["phantom"]
-    n_patients: int = Field(60, ge=4)
+    n_patients: int = Field(default=60, ge=4)
     shape: tuple[int, int, int] = (40, 40, 32)
-    signal: float = Field(1.0, ge=0.0)
+    signal: float = Field(default=1.0, ge=0.0)
     seed: int = 0
     segmentation: Literal["automated", "expert"] = "automated"
     segmentation_fallback: bool = False
     on_missing: OnMissing = "exclude"
     phantom_options: dict[str, Any] = Field(
-        {}, description="extra keyword arguments of make_phantom_cohort (missing fractions ...)"
-    )
+        default={},
+        description="extra keyword arguments of make_phantom_cohort (missing fractions ...)")
 
 
 CohortConfig = Annotated[UpennCohort | RsnaCohort | TableCohort | PhantomCohort,
