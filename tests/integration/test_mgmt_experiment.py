@@ -52,8 +52,9 @@ def _config(name: str, cohort: dict, model: dict, cache: str) -> MGMTExperimentC
 def runs(tmp_path_factory):
     """One phantom cohort (volumes preprocessed once, shared cache), one pretrained checkpoint,
     and two experiments on identical images: true labels and permuted labels."""
-    from gliotl.mgmt.data.cohort import read_upenn, write_cohort_table
+    from gliotl.mgmt.data.cohort import write_cohort_table
     from gliotl.mgmt.data.phantom import make_phantom_cohort
+    from gliotl.mgmt.data.upenn import read_upenn
     from gliotl.mgmt.pipeline.experiment import run_mgmt_experiment
 
     root = tmp_path_factory.mktemp("mgmt")

@@ -28,14 +28,15 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 
 @mgmt_app.command("phantom")
 def phantom_command(
-    out: Path = typer.Option(..., "--out", help="Folder to write the UPenn-GBM-layout cohort to."),
+    out: Path = typer.Option(..., "--out", help="New or empty folder to write the cohort to, "
+                           "as TCIA's UPenn-GBM download unpacks."),
     patients: int = typer.Option(..., "--patients", help="Number of pre-operative patients."),
     shape: str = typer.Option("240,240,155", "--shape", help="Volume size x,y,z (SRI-24: "
                               "240,240,155; smaller keeps the same field of view)."),
     signal: float = typer.Option(1.0, "--signal", help="MGMT signal strength (0 = none)."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
-    """Write a synthetic MGMT cohort on real MNI152 anatomy, in the exact UPenn-GBM layout."""
+    """Write a synthetic MGMT cohort on real MNI152 anatomy, in the exact UPenn-GBM TCIA tree."""
     from gliotl.mgmt.data.phantom import make_phantom_cohort, oracle_auc
 
     truth = make_phantom_cohort(out, patients, _parse_shape(shape), signal=signal, seed=seed,
@@ -56,7 +57,7 @@ def prepare_command(
     from gliotl.mgmt.data.prepare import PrepareConfig, run_prepare
 
     settings = load_config(PrepareConfig, config)
-    cohort, report, table = run_prepare(settings, progress=progress)
+    cohort, report, table = run_prepare(settings, progress=progress, echo=typer.echo)
     typer.echo(f"processed {len(report.processed)}, already cached {len(report.skipped)}, "
                f"failed {len(report.failed)}; cohort of {len(cohort.table)} patients -> {table}")
     for reason, count in sorted(cohort.exclusions.items()):

@@ -44,12 +44,12 @@ class PretrainConfig(StrictModel):
     """Segmentation pretraining that stands in for MedicalNet weights (see mgmt.pretrain)."""
 
     cohort: CohortConfig
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(4, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    shape: tuple[int, int, int] = Field((32, 40, 40), description="(D, H, W) network input")
-    modalities: list[str] | None = Field(None, description="default: the experiment's")
-    max_patients: int | None = Field(None, ge=1)
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=4, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    shape: tuple[int, int, int] = Field(default=(32, 40, 40), description="(D, H, W) network input")
+    modalities: list[str] | None = Field(default=None, description="default: the experiment's")
+    max_patients: int | None = Field(default=None, ge=1)
 
     @field_validator("modalities")
     @classmethod
@@ -59,31 +59,37 @@ class PretrainConfig(StrictModel):
 
 class ModelConfig(StrictModel):
     depth: Literal[10, 18, 34, 50, 101, 152, 200] = 50
-    weights: ConfigPath | None = Field(None,
+    weights: ConfigPath | None = Field(default=None,
                                        description="MedicalNet checkpoint; null -> pretrain/none")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     shortcut_type: Literal["A", "B"] | None = None
     pretrain: PretrainConfig | None = None
 
 
 class TrainingConfig(StrictModel):
-    epochs: int = Field(90, ge=1)
-    batch_size: int = Field(12, ge=1)
-    eval_batch_size: int = Field(12, ge=1)
-    lr_backbone: float = Field(1e-5, gt=0, description="paper: 1e-5")
-    lr_policy: float = Field(1e-4, gt=0, description="paper: 1e-4 (SpotTune's policy)")
-    weight_decay: float = Field(1e-8, ge=0)
-    temperature: float = Field(100.0, gt=0, description="Gumbel-softmax temperature (paper 100)")
-    final_temperature: float | None = Field(None, gt=0, description="anneal to this; null: fixed")
-    spottune_budget: int | None = Field(None, ge=0, description="SpotTune-global: k tuned blocks")
-    plateau_factor: float = Field(0.5, gt=0, lt=1)
-    plateau_patience: int = Field(10, ge=0)
+    epochs: int = Field(default=90, ge=1)
+    batch_size: int = Field(default=12, ge=1)
+    eval_batch_size: int = Field(default=12, ge=1)
+    lr_backbone: float = Field(default=1e-5, gt=0, description="paper: 1e-5")
+    lr_policy: float = Field(default=1e-4, gt=0, description="paper: 1e-4 (SpotTune's policy)")
+    weight_decay: float = Field(default=1e-8, ge=0)
+    temperature: float = Field(
+        default=100.0, gt=0, description="Gumbel-softmax temperature (paper 100)"
+    )
+    final_temperature: float | None = Field(
+        default=None, gt=0, description="anneal to this; null: fixed"
+    )
+    spottune_budget: int | None = Field(
+        default=None, ge=0, description="SpotTune-global: k tuned blocks"
+    )
+    plateau_factor: float = Field(default=0.5, gt=0, lt=1)
+    plateau_patience: int = Field(default=10, ge=0)
     balancing: Literal["undersample", "weighted_loss", "none"] = "undersample"
     augment: AugmentConfig | None = AugmentConfig()
     amp: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    num_workers: int = Field(0, ge=0)
-    cpus_per_job: int = Field(1, ge=1, description="CPUs (torch threads) each job reserves")
+    num_workers: int = Field(default=0, ge=0)
+    cpus_per_job: int = Field(default=1, ge=1, description="CPUs (torch threads) each job reserves")
 
 
 class MethodConfig(StrictModel):
@@ -101,8 +107,8 @@ class MethodConfig(StrictModel):
 
 
 class SplitConfig(StrictModel):
-    test_size: float = Field(0.3, gt=0, lt=1)
-    n_splits: int = Field(5, ge=2)
+    test_size: float = Field(default=0.3, gt=0, lt=1)
+    n_splits: int = Field(default=5, ge=2)
     splits_file: ConfigPath | None = None
 
 
@@ -135,17 +141,19 @@ class MGMTExperimentConfig(StrictModel):
     name: SafeName
     seed: int = Field(0, ge=0, le=SEED_MAX)
     cohort: CohortConfig
-    preprocessing: PreprocessConfig = PreprocessConfig()
-    cache_dir: ConfigPath | None = Field(None, description="volume cache; default <run>/cache")
-    cache_workers: int = Field(1, ge=1)
+    preprocessing: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    cache_dir: ConfigPath | None = Field(
+        default=None, description="volume cache; default <run>/cache"
+    )
+    cache_workers: int = Field(default=1, ge=1)
     modalities: list[str] = list(MODALITIES)
     input_mode: Literal["per_modality", "stacked"] = "per_modality"
-    model: ModelConfig = ModelConfig()
+    model: ModelConfig = Field(default_factory=ModelConfig)
     methods: list[MethodConfig] = [MethodConfig(name=m) for m in METHODS]
-    training: TrainingConfig = TrainingConfig()
-    split: SplitConfig = SplitConfig()
-    fusion: FusionConfig = FusionConfig()
-    n_boot: int = Field(1000, ge=0)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
+    n_boot: int = Field(default=1000, ge=0)
     reference: str = "spottune"
 
     @field_validator("modalities")

@@ -30,6 +30,8 @@ from gliotl.mgmt.data import (
 
 SHAPE = (48, 48, 32)
 SMALL = {"target_shape": (16, 20, 20)}
+# the paper's SRI-24 box scaled to this phantom grid, declared as the grid it is written for
+SMALL_BOX = {"crop_grid": (32, 48, 48), "crop_box": ((0, 29), (8, 42), (9, 42))}
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +76,9 @@ def test_expert_segmentation_and_table_roundtrip(phantom, tmp_path):
     cohort = read_upenn(root, segmentation="expert")
     labelled = truth[~truth["followup"] & truth["MGMT"].isin(["Methylated", "Unmethylated"])]
     assert cohort.patient_ids == labelled.loc[labelled["has_expert_segm"], "patient_id"].tolist()
-    assert cohort.exclusions.get("missing files", 0) == (~labelled["has_expert_segm"]).sum()
+    missing = int((~labelled["has_expert_segm"]).sum())
+    assert cohort.exclusions.get("missing segmentation", 0) == missing
+    assert cohort.notes == {"segmentation expert": len(cohort.patient_ids)}
     assert all("images_segm" in s for s in cohort.table["segmentation"])
 
     path = write_cohort_table(cohort, tmp_path / "cohort.csv")
@@ -113,10 +117,10 @@ def test_clinical_table_without_mgmt_column(phantom_copy):
 def test_missing_file_is_excluded_or_an_error(phantom_copy):
     root, _ = phantom_copy
     victim = read_upenn(root).patient_ids[0]
-    (root / "images_structural" / victim / f"{victim}_FLAIR.nii.gz").unlink()
+    Path(read_upenn(root).row(victim)["FLAIR"]).unlink()
     cohort = read_upenn(root)
     assert victim not in cohort.patient_ids
-    assert cohort.exclusions["missing files"] == 1
+    assert cohort.exclusions["missing FLAIR"] == 1
     with pytest.raises(GliotlError, match=victim):
         read_upenn(root, on_missing="error")
 
@@ -170,7 +174,8 @@ def test_preprocessing_is_deterministic_and_normalised(phantom, preset):
     root, _ = phantom
     cohort = read_upenn(root)
     row = cohort.row(cohort.patient_ids[0])
-    config = PreprocessConfig.from_preset(preset, **SMALL)
+    box = SMALL_BOX if preset == "schmitz2024" else {}
+    config = PreprocessConfig.from_preset(preset, **SMALL, **box)
     first = preprocess_patient(row, config)
     second = preprocess_patient(row, config, threads=1)
     assert list(first) == cohort.modalities_available(row["patient_id"])
@@ -193,7 +198,8 @@ def test_paper_geometry_on_the_full_grid_mapping():
     config = PreprocessConfig(preset="schmitz2024")
     assert config.crop_box == ((0, 140), (39, 211), (44, 208))
     assert config.target_shape == (70, 86, 86) and config.downscale == 0.5
-    assert config.orientation == "native" and config.intensity == "zscore"
+    assert config.orientation == "LPS" and config.intensity == "zscore"
+    assert config.crop_grid == (155, 240, 240) and config.segmentation_labels == (0, 1, 2, 4)
     assert PreprocessConfig().region == "brain_bbox"
 
 

@@ -30,7 +30,8 @@ def test_phantom_and_prepare_commands(tmp_path: Path):
     config = tmp_path / "prepare.yaml"
     config.write_text(yaml.safe_dump({
         "cohort": {"kind": "upenn", "root": "cohort"},
-        "preprocessing": {"preset": "schmitz2024", "target_shape": [16, 20, 20]},
+        "preprocessing": {"preset": "schmitz2024", "target_shape": [16, 20, 20],
+                          "crop_grid": [28, 40, 40], "crop_box": [[0, 25], [6, 35], [7, 35]]},
         "cache_dir": "cache",
         "cache_workers": 2,
         "modalities": ["struct"],

@@ -160,7 +160,10 @@ def test_config_errors_are_one_line(tmp_path):
     with pytest.raises(GliotlError, match="unknown training key 'lr'"):
         load_mgmt_config(path)
     path.write_text("name: x\ncohort: {kind: upenn}\n")
-    with pytest.raises(GliotlError, match="needs 'root'"):
+    with pytest.raises(GliotlError, match="cohort.upenn.root': Field required"):
+        load_mgmt_config(path)
+    path.write_text("name: x\ncohort: {kind: phantom, root: data}\n")  # each kind its own keys
+    with pytest.raises(GliotlError, match="cohort.phantom.root': unknown config key"):
         load_mgmt_config(path)
 
 

@@ -8,7 +8,6 @@ from gliotl.mgmt.data.cohort import (
     Cohort,
     read_cohort_table,
     read_rsna,
-    read_upenn,
     write_cohort_table,
 )
 from gliotl.mgmt.data.dataset import AugmentConfig, MRIDataset
@@ -22,6 +21,7 @@ from gliotl.mgmt.data.phantom import make_phantom_cohort, oracle_auc
 from gliotl.mgmt.data.prepare import PrepareConfig, run_prepare
 from gliotl.mgmt.data.preprocess import PreprocessConfig, check_geometry, preprocess_patient
 from gliotl.mgmt.data.source import CohortConfig, load_cohort
+from gliotl.mgmt.data.upenn import read_upenn
 
 __all__ = [
     "MODALITIES",

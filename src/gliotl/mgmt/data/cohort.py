@@ -10,7 +10,6 @@ CSV's folder).
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ import pandas as pd
 
 from gliotl.core.io import read_table, require_columns, write_csv, write_json
 from gliotl.errors import GliotlError, input_error
-from gliotl.mgmt.data.modalities import BRATS_SUFFIXES, MODALITIES, UPENN_FILES
+from gliotl.mgmt.data.modalities import BRATS_SUFFIXES, MODALITIES
 
 TABLE_COLUMNS = ["patient_id", "label", *MODALITIES, "segmentation"]
 MGMT_VALUES = {"methylated": 1, "unmethylated": 0}
@@ -38,6 +37,12 @@ class Cohort:
     table: pd.DataFrame
     exclusions: dict[str, int] = field(default_factory=dict)
     source: str = ""
+    searched: dict[str, str] = field(default_factory=dict)
+    """column -> the path pattern the reader searched (named when nothing matched)"""
+    found: dict[str, int] = field(default_factory=dict)
+    """column -> labelled patients with that file, before missing-file exclusions"""
+    notes: dict[str, int] = field(default_factory=dict)
+    """other counts worth reporting (which segmentation was used)"""
 
     def __post_init__(self) -> None:
         for column in TABLE_COLUMNS:
@@ -74,7 +79,8 @@ class Cohort:
 
     def subset(self, patient_ids: list[str]) -> Cohort:
         keep = self.table["patient_id"].isin(patient_ids)
-        return Cohort(self.table.loc[keep].copy(), dict(self.exclusions), self.source)
+        return Cohort(self.table.loc[keep].copy(), dict(self.exclusions), self.source,
+                      dict(self.searched), dict(self.found), dict(self.notes))
 
 
 def _exclusions_path(path: Path) -> Path:
@@ -85,8 +91,9 @@ def write_cohort_table(cohort: Cohort, path: str | Path) -> Path:
     """Write the cohort table (CSV) and, if any, its exclusion counts next to it."""
     path = Path(path)
     write_csv(path, cohort.table[TABLE_COLUMNS])
-    if cohort.exclusions:
-        write_json(_exclusions_path(path), {"source": cohort.source, **cohort.exclusions})
+    if cohort.exclusions or cohort.notes:
+        notes = {"notes": cohort.notes} if cohort.notes else {}
+        write_json(_exclusions_path(path), {"source": cohort.source, **cohort.exclusions, **notes})
     return path
 
 
@@ -113,29 +120,18 @@ def read_cohort_table(path: str | Path) -> Cohort:
             lambda v: str((path.parent / v).resolve()) if _present(v) else pd.NA
         )
     exclusions: dict[str, int] = {}
+    notes: dict[str, int] = {}
     side = _exclusions_path(path)
     if side.is_file():
         data = json.loads(side.read_text(encoding="utf-8"))
-        exclusions = {k: int(v) for k, v in data.items() if k != "source"}
-    return Cohort(frame, exclusions, str(path))
+        exclusions = {k: int(v) for k, v in data.items() if k not in ("source", "notes")}
+        notes = {k: int(v) for k, v in data.get("notes", {}).items()}
+    searched = {c: f"{path}: column {c}" for c in TABLE_COLUMNS[2:]}
+    found = {c: int(frame[c].map(_present).sum()) for c in TABLE_COLUMNS[2:]}
+    return Cohort(frame, exclusions, str(path), searched, found, notes)
 
 
-def find_clinical_table(root: Path) -> Path:
-    """The newest ``UPENN-GBM_clinical_info_v*.csv`` in ``root`` (v2.1 preferred over v1.0)."""
-    found = []
-    for candidate in root.glob("UPENN-GBM_clinical_info_v*.csv"):
-        match = re.search(r"_v([0-9.]+)\.csv$", candidate.name)
-        if match:
-            version = tuple(int(p) for p in match.group(1).split(".") if p.isdigit())
-            found.append((version, candidate))
-    if not found:
-        raise input_error(
-            root, "clinical", "no UPENN-GBM_clinical_info_v*.csv found; pass the clinical table"
-        )
-    return max(found)[1]
-
-
-def _mgmt_label(value: object, source: Path, patient_id: str) -> int | str:
+def mgmt_label(value: object, source: Path, patient_id: str) -> int | str:
     """1 / 0 for a usable label, else the exclusion reason."""
     if value is None or (isinstance(value, float) and pd.isna(value)) or str(value).strip() == "":
         return "Not Available"
@@ -150,71 +146,6 @@ def _mgmt_label(value: object, source: Path, patient_id: str) -> int | str:
         f"Methylated / Unmethylated / Indeterminate / Not Available expected, got '{value}' "
         f"for {patient_id}",
     )
-
-
-def read_upenn(
-    root: str | Path,
-    clinical: str | Path | None = None,
-    segmentation: Literal["automated", "expert"] = "automated",
-    on_missing: Literal["exclude", "error"] = "exclude",
-) -> Cohort:
-    """Read UPenn-GBM in its TCIA layout.
-
-    Pre-operative scans (``_11``) with a Methylated / Unmethylated label are kept. Structural
-    scans and the chosen segmentation are required; DTI and DSC are optional per patient (many
-    lack them), so a missing one is simply an empty cell. Indeterminate, Not Available, ``_21``
-    follow-ups and patients with missing required files are excluded and counted.
-    """
-    root = Path(root).expanduser().resolve()
-    if not root.is_dir():
-        raise input_error(root, None, "UPenn-GBM folder not found")
-    if segmentation not in ("automated", "expert"):
-        raise input_error(root, "segmentation", "'automated' or 'expert' expected")
-    clinical_path = Path(clinical) if clinical is not None else find_clinical_table(root)
-    frame = _read_clinical(clinical_path)
-    exclusions: Counter[str] = Counter()
-    rows = []
-    for patient_id, mgmt in zip(frame["ID"].str.strip(), frame["MGMT"], strict=True):
-        label = "follow-up _21" if patient_id.endswith("_21") else \
-            _mgmt_label(mgmt, clinical_path, patient_id)
-        if isinstance(label, str):
-            exclusions[label] += 1
-            continue
-        row = _upenn_row(root, patient_id, label, segmentation)
-        missing = [m for m in ("T1", "T1GD", "T2", "FLAIR", "segmentation") if pd.isna(row[m])]
-        if missing and on_missing == "error":
-            raise input_error(root, missing[0],
-                              f"file missing for {patient_id} (required modality)")
-        if missing:
-            exclusions["missing files"] += 1
-            continue
-        rows.append(row)
-    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
-    return Cohort(table, dict(exclusions), f"upenn:{root}")
-
-
-def _read_clinical(path: Path) -> pd.DataFrame:
-    """The UPenn-GBM clinical table (``ID``, ``MGMT``), one row per scan id."""
-    frame = read_table(path, dtype=str, keep_default_na=False)
-    require_columns(frame, ["ID", "MGMT"], path)
-    if frame["ID"].duplicated().any():
-        dup = frame.loc[frame["ID"].duplicated(), "ID"].iloc[0]
-        raise input_error(path, "ID", f"unique patient ids expected ('{dup}' repeats)")
-    return frame
-
-
-def _upenn_row(root: Path, patient_id: str, label: int, segmentation: str) -> dict[str, object]:
-    """One cohort-table row: the patient's files that exist (missing ones empty)."""
-    row: dict[str, object] = {"patient_id": patient_id, "label": label}
-    for modality, (folder, suffix) in UPENN_FILES.items():
-        path = root / folder / patient_id / f"{patient_id}_{suffix}.nii.gz"
-        row[modality] = str(path) if path.is_file() else pd.NA
-    if segmentation == "automated":
-        seg = root / "automated_segm" / f"{patient_id}_automated_approx_segm.nii.gz"
-    else:
-        seg = root / "images_segm" / f"{patient_id}_segm.nii.gz"
-    row["segmentation"] = str(seg) if seg.is_file() else pd.NA
-    return row
 
 
 def read_rsna(
@@ -250,7 +181,11 @@ def read_rsna(
             exclusions["missing files"] += 1
             continue
         rows.append(row)
-    return Cohort(pd.DataFrame(rows, columns=TABLE_COLUMNS), dict(exclusions), f"rsna:{root}")
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    searched = {m: str(root / "BraTS2021_<ID>" / f"BraTS2021_<ID>_{suffix}.nii.gz")
+                for m, suffix in {**BRATS_SUFFIXES, "segmentation": "seg"}.items()}
+    found = {c: int(table[c].map(_present).sum()) for c in searched}
+    return Cohort(table, dict(exclusions), f"rsna:{root}", searched, found)
 
 
 def _rsna_label(raw_id: str, value: object, labels_path: Path) -> int | None:

@@ -1,4 +1,11 @@
-"""A synthetic MGMT cohort in the exact UPenn-GBM layout, built on real brain anatomy.
+"""A synthetic MGMT cohort in the exact UPenn-GBM TCIA tree, built on real brain anatomy.
+
+Tree (as the TCIA download unpacks, docs: real-data-layouts.md): the clinical, acquisition and
+data-availability CSVs beside ``UPENN-GBM/``; ``UPENN-GBM/NIfTI-files/`` holds
+``images_structural/<ID>/`` (with a stale ``old/`` copy for the first patient),
+``images_structural_unstripped/<ID>/<ID>_<m>_unstripped.nii.gz``, the nested
+``images_DTI/images_DTI/<ID>/``, ``images_DSC/<ID>/`` with the 4D ``<ID>_DSC.nii.gz`` beside the
+maps, ``automated_segm/`` (pre-operative scans only) and ``images_segm/``.
 
 Anatomy: the MNI152 2009c T1 template and its grey / white-matter maps, shipped inside nilearn's
 wheel (read from disk, no download). Per patient the template is scaled and warped by a smooth
@@ -43,8 +50,9 @@ import numpy as np
 import pandas as pd
 
 from gliotl.core.io import write_bytes, write_csv
-from gliotl.errors import GliotlError
+from gliotl.errors import GliotlError, input_error
 from gliotl.mgmt.data.modalities import UPENN_FILES
+from gliotl.mgmt.data.upenn import NIFTI_DIR, UPENN_DIR
 
 FULL_SHAPE = (240, 240, 155)
 FIELD_OF_VIEW_MM = (240.0, 240.0, 155.0)
@@ -80,7 +88,7 @@ def _template() -> dict[str, np.ndarray]:
         path = folder / f"mni_icbm152_{name}_tal_nlin_sym_09a_converted.nii.gz"
         if not path.is_file():
             raise GliotlError(f"{path}: MNI152 template missing from the nilearn installation")
-        image = nib.load(str(path))
+        image = nib.Nifti1Image.from_filename(str(path))
         maps[name] = np.asarray(image.dataobj, dtype=np.float32) / 255.0
         maps["affine"] = image.affine
     # one contiguous (1, 3, X, Y, Z) tensor, built once and sampled for every patient
@@ -236,24 +244,82 @@ def _structural_int16(volume: np.ndarray) -> np.ndarray:
     return np.clip(np.round(volume * 1000.0), 0, 32767).astype(np.int16)
 
 
-def _write_patient(out: Path, patient_id: str, shape: tuple[int, int, int],
+class _Scan(NamedTuple):
+    """One scan to write and what it has."""
+
+    patient_id: str
+    has_dti: bool
+    has_dsc: bool
+    has_expert: bool
+    followup: bool
+    stale_copy: bool
+
+
+def image_folder(out: Path, modality_folder: str) -> Path:
+    """Where a UPenn image folder sits in the real TCIA tree below the download folder ``out``
+    (DTI nested one level deeper, as in the download)."""
+    base = out / UPENN_DIR / NIFTI_DIR / modality_folder
+    return base / "images_DTI" if modality_folder == "images_DTI" else base
+
+
+def _skull(shape: tuple[int, int, int], brain: np.ndarray) -> np.ndarray:
+    """A fixed shell of bright scalp / bone around the brain (for the unstripped copies)."""
+    grids = np.meshgrid(*[np.linspace(-1.0, 1.0, n, dtype=np.float32) for n in shape],
+                        indexing="ij", sparse=True)
+    head = sum(g**2 for g in grids) < 0.95
+    return np.asarray(head & ~brain)
+
+
+def _dsc_series(rcbv: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """The 4D DSC perfusion series (baseline, bolus dip deeper where rCBV is higher, recovery):
+    TCIA ships it as ``<ID>_DSC.nii.gz`` beside the derived maps; it is not a modality."""
+    dip = np.array([0.0, 0.35, 1.0, 0.45, 0.1], dtype=np.float32)
+    baseline = np.where(brain, 1000.0, 0.0).astype(np.float32)
+    drop = np.clip(0.25 * rcbv, 0.0, 0.8)[..., None] * dip
+    return np.round(baseline[..., None] * (1.0 - drop)).astype(np.int16)
+
+
+def _scan_files(out: Path, scan: _Scan, maps: dict[str, np.ndarray], labels: np.ndarray
+                ) -> list[tuple[Path, np.ndarray]]:
+    """Every file of one scan in the TCIA tree, with its voxels."""
+    pid = scan.patient_id
+    brain = maps["T1"] > 0
+    files: list[tuple[Path, np.ndarray]] = []
+    skull = _skull(labels.shape, brain)
+    for modality, (folder, suffix) in UPENN_FILES.items():
+        if folder == "images_DTI" and not scan.has_dti or \
+                folder == "images_DSC" and not scan.has_dsc:
+            continue
+        volume = maps[modality]
+        folder_path = image_folder(out, folder) / pid
+        if folder == "images_structural":
+            volume = _structural_int16(volume)
+            unstripped = np.where(skull, np.int16(400), volume).astype(np.int16)
+            files.append((image_folder(out, "images_structural_unstripped") / pid
+                          / f"{pid}_{suffix}_unstripped.nii.gz", unstripped))
+            if scan.stale_copy:  # a stale, mis-registered copy, as TCIA keeps for a few IDs
+                files.append((folder_path / "old" / f"{pid}_{suffix}.nii.gz",
+                              np.ascontiguousarray(volume[::-1])))
+        files.append((folder_path / f"{pid}_{suffix}.nii.gz", volume))
+    if scan.has_dsc:
+        files.append((image_folder(out, "images_DSC") / pid / f"{pid}_DSC.nii.gz",
+                      _dsc_series(maps["DSC_ap-rCBV"], brain)))
+    if not scan.followup:  # TCIA's automated segmentations cover the pre-operative scans
+        files.append((image_folder(out, "automated_segm")
+                      / f"{pid}_automated_approx_segm.nii.gz", labels))
+    if scan.has_expert:
+        files.append((image_folder(out, "images_segm") / f"{pid}_segm.nii.gz", labels))
+    return files
+
+
+def _write_patient(out: Path, scan: _Scan, shape: tuple[int, int, int],
                    rng: np.random.Generator, template: dict, necrotic_fraction: float,
-                   enhancement: float, has_dti: bool, has_dsc: bool, has_expert: bool) -> None:
+                   enhancement: float) -> None:
     affine = phantom_affine(shape)
     anatomy = _warp_anatomy(template, shape, rng)
     labels = _tumour(anatomy, shape, rng, necrotic_fraction)
     maps = _synthesise(anatomy, labels, enhancement, rng)
-    files: list[tuple[Path, np.ndarray]] = []
-    for modality, (folder, suffix) in UPENN_FILES.items():
-        if folder == "images_DTI" and not has_dti or folder == "images_DSC" and not has_dsc:
-            continue
-        volume = maps[modality]
-        if folder == "images_structural":
-            volume = _structural_int16(volume)
-        files.append((out / folder / patient_id / f"{patient_id}_{suffix}.nii.gz", volume))
-    files.append((out / "automated_segm" / f"{patient_id}_automated_approx_segm.nii.gz", labels))
-    if has_expert:
-        files.append((out / "images_segm" / f"{patient_id}_segm.nii.gz", labels))
+    files = _scan_files(out, scan, maps, labels)
     # gzip compression releases the GIL: write the files in parallel threads
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         for future in [pool.submit(_save_nifti, path, data, affine) for path, data in files]:
@@ -352,8 +418,9 @@ def _write_case(out: Path, index: int, seed: int, shape: tuple[int, int, int], s
     scans = [(f"{base}_11", False)] + ([(f"{base}_21", True)] if index in plan.followups else [])
     truth, clinical = [], []
     for patient_id, is_followup in scans:
-        _write_patient(out, patient_id, shape, prng, template, necrotic, enhance,
-                       has_dti, has_dsc, has_expert)
+        scan = _Scan(patient_id, has_dti, has_dsc, has_expert, is_followup,
+                     stale_copy=index == 0 and not is_followup)
+        _write_patient(out, scan, shape, prng, template, necrotic, enhance)
         truth.append({
             "patient_id": patient_id, "MGMT": mgmt, "hidden_label": hidden,
             "necrotic_fraction": necrotic, "enhancement": enhance,
@@ -377,9 +444,13 @@ def make_phantom_cohort(  # noqa: PLR0913  (keyword options of the phantom gener
     followup_fraction: float = 0.05,
     expert_fraction: float = 0.3,
     progress: bool = False,
+    resume: bool = False,
 ) -> pd.DataFrame:
-    """Write a phantom UPenn-GBM cohort of ``n_patients`` pre-operative patients; returns the
-    truth table (also written as ``phantom_truth.csv``). Deterministic for a given seed."""
+    """Write a phantom UPenn-GBM cohort of ``n_patients`` pre-operative patients into ``out``
+    as TCIA's download unpacks (see the module docstring); returns the truth table (also
+    written as ``phantom_truth.csv``). Deterministic for a given seed. ``out`` must be new or
+    empty, so nothing of the user's is mixed in or overwritten; ``resume`` completes an
+    interrupted generation instead (the files are rewritten identically)."""
     fractions = {"missing_dti_fraction": missing_dti_fraction,
                  "missing_dsc_fraction": missing_dsc_fraction,
                  "indeterminate_fraction": indeterminate_fraction,
@@ -388,6 +459,11 @@ def make_phantom_cohort(  # noqa: PLR0913  (keyword options of the phantom gener
                  "expert_fraction": expert_fraction}
     shape = _check_arguments(n_patients, shape, signal, fractions)
     out = Path(out)
+    if not resume and out.is_dir() and any(out.iterdir()):
+        raise input_error(out, None, "folder is not empty; the phantom is written only into a "
+                                     "new or empty folder")
+    if out.exists() and not out.is_dir():
+        raise input_error(out, None, "not a folder")
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, 0])
     # one generator, drawn in this order: status, DTI, DSC, expert segmentation, follow-ups
@@ -407,6 +483,23 @@ def make_phantom_cohort(  # noqa: PLR0913  (keyword options of the phantom gener
         if progress:
             print(f"phantom patient {index + 1}/{n_patients}", flush=True)
     truth_frame = pd.DataFrame(truth)
-    write_csv(out / CLINICAL_NAME, pd.DataFrame(clinical))
     write_csv(out / "phantom_truth.csv", truth_frame)
+    _write_side_tables(out, truth_frame)
+    write_csv(out / CLINICAL_NAME, pd.DataFrame(clinical))  # last: marks a complete phantom
     return truth_frame
+
+
+def _write_side_tables(out: Path, truth: pd.DataFrame) -> None:
+    """The other CSVs TCIA puts beside ``UPENN-GBM/`` (acquisition, data availability)."""
+    ids = truth["patient_id"]
+    write_csv(out / "UPENN-GBM_acquisition.csv", pd.DataFrame({
+        "ID": ids, "Scanner": "phantom", "Field_strength_T": 3.0, "Voxel_size_mm": "1x1x1"}))
+
+    def flag(values: pd.Series) -> list[str]:
+        return ["available" if v else "not available" for v in values]
+
+    write_csv(out / "UPENN-GBM_data_availability.csv", pd.DataFrame({
+        "ID": ids, "Structural": flag(pd.Series(True, index=ids.index)),
+        "DTI": flag(truth["has_dti"]), "DSC": flag(truth["has_dsc"]),
+        "Automated_segm": flag(~truth["followup"]),
+        "Expert_segm": flag(truth["has_expert_segm"])}))

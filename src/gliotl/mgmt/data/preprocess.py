@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from gliotl.core.config import StrictModel
 from gliotl.errors import GliotlError, input_error
@@ -45,7 +45,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Schmitz et al. 2024 geometry: whole-tumour mask, fixed SRI-24 crop, x0.5, pad to 70x86x86.
     # Intensity is z-score, not the authors' min-max: the backbone was pretrained on z-scores.
     "schmitz2024": {
-        "orientation": "native",
+        "orientation": "LPS",  # the box is in SRI-24's stored (LPS) voxel order: reorient to it
         "region": "tumour_mask_fixed_crop",
         "crop_box": PAPER_CROP_BOX,
         "downscale": 0.5,
@@ -64,6 +64,14 @@ class PreprocessConfig(StrictModel):
     spacing: tuple[float, float, float] | None = None  # mm, (z, y, x); None keeps the grid
     region: Literal["tumour_mask_fixed_crop", "tumour_bbox", "brain_bbox"] = "brain_bbox"
     crop_box: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] = PAPER_CROP_BOX
+    crop_grid: tuple[int, int, int] = Field(
+        default=SRI24_SHAPE_ZYX,
+        description="(D, H, W) grid crop_box is written for; any other grid is refused")
+    crop_orientation: Literal["LPS", "RAS"] = Field(
+        default="LPS", description="voxel order crop_box is written in (SRI-24 stored: LPS)")
+    segmentation_labels: tuple[int, ...] = Field(
+        default=(0, 1, 2, 4),
+        description="labels a segmentation may hold (BraTS / UPenn: 0, 1, 2, 4)")
     margin: int = 4  # voxels around a bounding box
     target_shape: tuple[int, int, int] | None = (70, 86, 86)
     downscale: float | None = None  # zoom factor, then centred pad/crop to target_shape
@@ -86,13 +94,21 @@ class PreprocessConfig(StrictModel):
             raise ValueError("downscale must be in (0, 4]")
         if self.target_shape is not None and min(self.target_shape) < 1:
             raise ValueError("target_shape entries must be >= 1")
+        if self.region == "tumour_mask_fixed_crop" and \
+                self.orientation not in ("native", self.crop_orientation):
+            raise ValueError(f"crop_box is written in {self.crop_orientation} voxel order: "
+                             f"orientation {self.orientation} would crop the wrong place")
+        for (start, stop), size in zip(self.crop_box, self.crop_grid, strict=True):
+            if not 0 <= start < stop <= size:
+                raise ValueError(f"crop_box {self.crop_box} falls outside crop_grid "
+                                 f"{self.crop_grid}")
         return self
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> PreprocessConfig:
         if name not in PRESETS:
             raise GliotlError(f"unknown preprocessing preset '{name}': expected {list(PRESETS)}")
-        return cls(preset=name, **overrides)
+        return cls.model_validate({"preset": name, **overrides})
 
     @property
     def needs_segmentation(self) -> bool:
@@ -115,9 +131,10 @@ def open_nifti(path: str | Path) -> Any:
         raise input_error(path, None, "NIfTI file not found")
     try:
         image = nib.load(str(path))
-        _ = image.shape, image.affine
     except Exception as exc:  # nibabel raises many types for a damaged header
         raise input_error(path, None, f"not a readable NIfTI file ({_first_line(exc)})") from None
+    if not isinstance(image, nib.spatialimages.SpatialImage):  # e.g. a CIFTI or surface file
+        raise input_error(path, None, f"a NIfTI volume expected, got {type(image).__name__}")
     if len(image.shape) != 3:
         raise input_error(path, "shape", f"a 3D volume expected, got shape {image.shape}")
     return image
@@ -155,12 +172,13 @@ def check_geometry(
             raise input_error(
                 paths[name], "shape",
                 f"patient {patient_id}: shape {tuple(image.shape)} differs from "
-                f"{ref_name} {tuple(ref.shape)}",
+                f"{tuple(ref.shape)} of {ref_name} {paths[ref_name]}",
             )
         if not np.allclose(image.affine, ref.affine, atol=atol):
             raise input_error(
                 paths[name], "affine",
-                f"patient {patient_id}: affine differs from {ref_name} (not co-registered)",
+                f"patient {patient_id}: affine differs from that of {ref_name} "
+                f"{paths[ref_name]} (not co-registered)",
             )
 
 
@@ -209,17 +227,70 @@ def bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
     return tuple(slices)
 
 
-def _scaled_box(box: tuple[tuple[int, int], ...], shape: tuple[int, ...]) -> tuple[slice, ...]:
-    """The paper's box is in SRI-24 voxels; on another grid of the same field of view (phantoms
-    at reduced size) it is scaled proportionally."""
-    slices = []
-    for (start, stop), size, ref in zip(box, shape, SRI24_SHAPE_ZYX, strict=True):
-        factor = size / ref
-        lo, hi = round(start * factor), round(stop * factor)
-        if not 0 <= lo < hi <= size:
-            raise GliotlError(f"crop_box {box} falls outside a volume of shape {shape}")
-        slices.append(slice(lo, hi))
-    return tuple(slices)
+def fixed_box(config: PreprocessConfig, shape: tuple[int, ...], path: str,
+              patient_id: str) -> tuple[slice, ...]:
+    """The fixed crop box, only on the grid it was written for: on any other grid the same
+    voxel numbers are other anatomy, and rescaling them would be a guess."""
+    if tuple(shape) != tuple(config.crop_grid):
+        grid = "x".join(map(str, config.crop_grid))
+        raise input_error(
+            path, "shape", f"patient {patient_id}: crop_box is written for the "
+            f"{grid} (z, y, x) grid (SRI-24 as TCIA ships it), this volume is "
+            f"{'x'.join(map(str, shape))}: use region tumour_bbox or brain_bbox, or give "
+            "crop_box and crop_grid for this grid")
+    return tuple(slice(start, stop) for start, stop in config.crop_box)
+
+
+def check_orientation(config: PreprocessConfig, affine: np.ndarray, path: str,
+                      patient_id: str) -> None:
+    """A fixed voxel box read in stored order (``orientation: native``) is only right when the
+    volume is stored in the box's orientation; reorienting (``orientation: LPS``) always is."""
+    if config.region != "tumour_mask_fixed_crop" or config.orientation != "native":
+        return
+    from nibabel.orientations import aff2axcodes
+
+    codes = "".join(str(c) for c in aff2axcodes(affine))
+    if codes != config.crop_orientation:
+        raise input_error(
+            path, "affine", f"patient {patient_id}: stored {codes}, but crop_box is written "
+            f"for {config.crop_orientation}-stored volumes; set preprocessing.orientation: "
+            f"{config.crop_orientation} to reorient before cropping")
+
+
+def check_content(name: str, data: np.ndarray, path: str, patient_id: str,
+                  labels: tuple[int, ...]) -> np.ndarray:
+    """Refuse voxels that would be cached as garbage: non-finite values, a constant volume, or
+    a segmentation that is not integer labels from ``labels``."""
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise input_error(path, None, f"patient {patient_id}: {bad} non-finite voxels "
+                                      "(NaN or inf)")
+    if name == "segmentation":
+        _check_labels(data, path, patient_id, labels)
+    elif data.size and data.min() == data.max():
+        raise input_error(path, None, f"patient {patient_id}: every voxel is "
+                                      f"{data.flat[0]}: an empty or constant volume")
+    return data
+
+
+def _check_labels(data: np.ndarray, path: str, patient_id: str, labels: tuple[int, ...]
+                  ) -> None:
+    if data.dtype.kind == "f":
+        fractional = data[data != np.round(data)]
+        if fractional.size:
+            raise input_error(path, None, f"patient {patient_id}: segmentation is not "
+                                          f"integer-valued (e.g. {fractional.flat[0]:g}); "
+                                          f"integer labels {set(labels)} expected")
+        data = data.astype(np.int64)
+    if data.min() >= 0 and data.max() < 1 << 16:
+        present = np.flatnonzero(np.bincount(data.ravel().astype(np.int64)))
+    else:
+        present = np.unique(data)
+    unexpected = sorted(set(present.tolist()) - set(labels))
+    if unexpected:
+        raise input_error(path, None, f"patient {patient_id}: segmentation labels "
+                                      f"{sorted(present.tolist())}, expected only "
+                                      f"{sorted(labels)} (unexpected {unexpected})")
 
 
 def _centre_fit(volume: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
@@ -235,7 +306,7 @@ def _centre_fit(volume: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
             lo = (want - have) // 2
             src.append(slice(0, have))
             dst.append(slice(lo, lo + have))
-    out[(..., *dst)] = volume[(..., *src)]
+    out[..., dst[0], dst[1], dst[2]] = volume[..., src[0], src[1], src[2]]
     return out
 
 
@@ -253,7 +324,8 @@ def resize_stack(stack: np.ndarray, size: tuple[int, ...], mode: str) -> np.ndar
         if mode == "nearest":
             out = F.interpolate(tensor, size=tuple(size), mode="nearest")
         elif mode == "area" and not enlarging:  # area averaging cannot enlarge smoothly
-            out = F.adaptive_avg_pool3d(tensor, tuple(size))
+            depth, height, width = size
+            out = F.adaptive_avg_pool3d(tensor, (depth, height, width))
         else:
             out = F.interpolate(tensor, size=tuple(size), mode="trilinear", align_corners=False)
     return out[0].numpy()
@@ -333,8 +405,11 @@ def _crop_box(row: Any, config: PreprocessConfig, views: dict[str, np.ndarray],
         raise input_error(all_paths["segmentation"], None,
                           f"patient {patient_id}: segmentation has no tumour voxels")
     if config.region == "tumour_mask_fixed_crop":
-        return _scaled_box(config.crop_box, next(iter(views.values())).shape)
+        name = next(iter(views))
+        return fixed_box(config, views[name].shape, all_paths[name], patient_id)
     if config.region == "tumour_bbox":
+        if tumour is None:
+            raise GliotlError(f"patient {patient_id}: region tumour_bbox needs a segmentation")
         return bounding_box(tumour, config.margin)
     ref_name = "reference" if "reference" in views else reference_modality(row)
     brain = views[ref_name] != 0
@@ -376,10 +451,12 @@ def preprocess_patient(
 
     threads = threads or min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        futures = {n: pool.submit(read_voxels, images[n], all_paths[n]) for n in all_paths}
+        futures = {n: pool.submit(_read_checked, n, images[n], all_paths[n], patient_id,
+                                  config.segmentation_labels) for n in all_paths}
         raw = {n: f.result() for n, f in futures.items()}
 
     affine = images[next(iter(images))].affine
+    check_orientation(config, affine, next(iter(all_paths.values())), patient_id)
     transform = _orientation_transform(affine, config.orientation)
     views = {name: _to_dhw(data, transform) for name, data in raw.items()}
     box = _crop_box(row, config, views, all_paths, patient_id)
@@ -393,6 +470,11 @@ def preprocess_patient(
     if config.downscale is not None and config.target_shape is not None:
         stack = _centre_fit(stack, config.target_shape)
     return {m: normalise(stack[i], config.intensity) for i, m in enumerate(names)}
+
+
+def _read_checked(name: str, image: Any, path: str, patient_id: str,
+                  labels: tuple[int, ...]) -> np.ndarray:
+    return check_content(name, read_voxels(image, path), path, patient_id, labels)
 
 
 def file_identity(path: str | Path, content_hash: bool = False) -> dict[str, Any]:

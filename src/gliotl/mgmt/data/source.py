@@ -1,5 +1,9 @@
 """Where a cohort comes from: the one cohort config of `mgmt prepare` and `mgmt run`.
 
+``CohortConfig`` is a union discriminated by ``kind``, one model per kind, so each kind has only
+its own keys (a misplaced key is an error, not ignored) and a new kind is one more model in the
+union and one more branch in :func:`read_configured`.
+
 Paths are :data:`gliotl.core.config.ConfigPath`: relative to the config file's folder, absolute
 once the config is loaded, so a run and its ``--resume`` read the same files from anywhere.
 """
@@ -7,65 +11,137 @@ once the config is loaded, so a run and its ``--resume`` read the same files fro
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from gliotl.core.config import ConfigPath, StrictModel
-from gliotl.mgmt.data.cohort import Cohort, read_cohort_table, read_rsna, read_upenn
+from gliotl.errors import GliotlError
+from gliotl.mgmt.data.cohort import Cohort, read_cohort_table, read_rsna
+from gliotl.mgmt.data.upenn import read_upenn
 
-NEEDED = {"upenn": ("root",), "rsna": ("root", "labels_csv"), "table": ("table",), "phantom": ()}
-"""The fields each cohort kind needs."""
+OnMissing = Literal["exclude", "error"]
 
 
-class CohortConfig(StrictModel):
-    """Where the patients come from.
+class UpennCohort(StrictModel):
+    """UPenn-GBM as TCIA ships it: ``root`` is the unpack folder, ``UPENN-GBM/`` or
+    ``NIfTI-files/``; ``clinical`` defaults to the newest clinical table found beside it.
+    ``segmentation``: automated (``automated_segm``) or expert (``images_segm``, 147 patients);
+    ``segmentation_fallback``: with expert, use the automated one where a patient has none.
+    ``on_missing``: a patient without a required scan is excluded (counted) or stops the read."""
 
-    ``upenn``: ``root`` (TCIA layout) and optional ``clinical`` table; ``rsna``: ``root`` and
-    ``labels_csv``; ``table``: a cohort table CSV (``table``); ``phantom``: generated from
-    ``n_patients``, ``shape`` (x, y, z), ``signal`` and ``seed``. ``on_missing``: a patient
-    without a required scan is excluded (counted) or stops the read.
-    """
-
-    kind: Literal["upenn", "rsna", "table", "phantom"]
-    root: ConfigPath | None = None
+    kind: Literal["upenn"]
+    root: ConfigPath
     clinical: ConfigPath | None = None
     segmentation: Literal["automated", "expert"] = "automated"
-    labels_csv: ConfigPath | None = None
-    table: ConfigPath | None = None
-    on_missing: Literal["exclude", "error"] = "exclude"
-    n_patients: int = Field(60, ge=4)
+    segmentation_fallback: bool = False
+    on_missing: OnMissing = "exclude"
+
+
+class RsnaCohort(StrictModel):
+    """RSNA-MICCAI 2021 / BraTS 2021 (NIfTI form): ``root`` and ``labels_csv``."""
+
+    kind: Literal["rsna"]
+    root: ConfigPath
+    labels_csv: ConfigPath
+    on_missing: OnMissing = "exclude"
+
+
+class TableCohort(StrictModel):
+    """Any cohort written as a cohort table CSV (see :mod:`gliotl.mgmt.data.cohort`)."""
+
+    kind: Literal["table"]
+    table: ConfigPath
+
+
+class PhantomCohort(StrictModel):
+    """A generated phantom in the real UPenn-GBM tree: ``n_patients``, ``shape`` (x, y, z),
+    ``signal`` and ``seed``; ``phantom_options`` are further make_phantom_cohort arguments."""
+
+    kind: Literal["phantom"]
+    n_patients: int = Field(default=60, ge=4)
     shape: tuple[int, int, int] = (40, 40, 32)
-    signal: float = Field(1.0, ge=0.0)
+    signal: float = Field(default=1.0, ge=0.0)
     seed: int = 0
+    segmentation: Literal["automated", "expert"] = "automated"
+    segmentation_fallback: bool = False
+    on_missing: OnMissing = "exclude"
     phantom_options: dict[str, Any] = Field(
-        {}, description="extra keyword arguments of make_phantom_cohort (missing fractions ...)"
-    )
-
-    @model_validator(mode="after")
-    def _check_paths(self) -> CohortConfig:
-        for key in NEEDED[self.kind]:
-            if not getattr(self, key):
-                raise ValueError(f"cohort kind '{self.kind}' needs '{key}'")
-        return self
+        default={},
+        description="extra keyword arguments of make_phantom_cohort (missing fractions ...)")
 
 
-def load_cohort(spec: CohortConfig, phantom_dir: Path) -> Cohort:
+CohortConfig = Annotated[UpennCohort | RsnaCohort | TableCohort | PhantomCohort,
+                         Field(discriminator="kind")]
+"""Where the patients come from, one model per ``kind``."""
+
+
+def read_configured(spec: UpennCohort | RsnaCohort | TableCohort | PhantomCohort,
+                    phantom_dir: Path) -> Cohort:
     """Read the configured cohort; a phantom one is generated into ``phantom_dir`` first
-    (once: an existing phantom with its clinical table is reused)."""
-    if spec.kind == "upenn":
-        return read_upenn(spec.root, spec.clinical, spec.segmentation, spec.on_missing)
-    if spec.kind == "rsna":
+    (once: an existing complete phantom is reused)."""
+    if isinstance(spec, UpennCohort):
+        return read_upenn(spec.root, spec.clinical, spec.segmentation, spec.on_missing,
+                          spec.segmentation_fallback)
+    if isinstance(spec, RsnaCohort):
         return read_rsna(spec.root, spec.labels_csv, spec.on_missing)
-    if spec.kind == "table":
+    if isinstance(spec, TableCohort):
         return read_cohort_table(spec.table)
     from gliotl.mgmt.data.phantom import CLINICAL_NAME, make_phantom_cohort
 
     if not (phantom_dir / CLINICAL_NAME).is_file():
         make_phantom_cohort(phantom_dir, spec.n_patients, spec.shape, spec.signal, spec.seed,
-                            progress=False, **spec.phantom_options)
-    return read_upenn(phantom_dir, segmentation=spec.segmentation,
-                      on_missing=spec.on_missing)
+                            progress=False, resume=True, **spec.phantom_options)
+    return read_upenn(phantom_dir, segmentation=spec.segmentation, on_missing=spec.on_missing,
+                      segmentation_fallback=spec.segmentation_fallback)
 
 
-__all__ = ["CohortConfig", "load_cohort"]
+def load_cohort(spec: UpennCohort | RsnaCohort | TableCohort | PhantomCohort,
+                phantom_dir: Path, modalities: list[str] | None = None) -> Cohort:
+    """The configured cohort, refused when nothing usable remains: no patient at all, or (given
+    the ``modalities`` the run uses) a modality no patient has a file for."""
+    cohort = read_configured(spec, phantom_dir)
+    check_not_empty(cohort, modalities)
+    return cohort
+
+
+def check_not_empty(cohort: Cohort, modalities: list[str] | None) -> None:
+    """One-line errors naming the path pattern searched, instead of a silent empty cohort."""
+    where = cohort.source or "cohort"
+    if cohort.table.empty:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(cohort.exclusions.items()))
+        pattern = cohort.searched.get("T1", "")
+        raise GliotlError(f"{where}: 0 patients remain (excluded: {reasons or 'none'})"
+                          + (f"; searched {pattern}" if pattern else ""))
+    for modality in modalities or []:
+        if not cohort.patients_with([modality]):
+            pattern = cohort.searched.get(modality, f"column '{modality}'")
+            raise GliotlError(f"{where}: modality {modality} matched 0 files for the "
+                              f"{len(cohort.table)} patients; searched {pattern}")
+
+
+def describe(cohort: Cohort, modalities: list[str]) -> list[str]:
+    """Per modality: patients found, patients without a file and what happened to them, and
+    where the reader looked (what `mgmt prepare` prints)."""
+    from gliotl.mgmt.data.upenn import REQUIRED
+
+    lines = []
+    kept = len(cohort.table)
+    for column in [*modalities, "segmentation"]:
+        have = cohort.found.get(column, len(cohort.patients_with([column]))
+                                if column != "segmentation" else kept)
+        in_cohort = int(cohort.table[column].map(lambda v: isinstance(v, str) and v != "")
+                        .sum())
+        excluded = cohort.exclusions.get(f"missing {column}", 0)
+        text = f"  {column}: {have} labelled patients have a file"
+        if column in REQUIRED and excluded:
+            text += f"; {excluded} excluded without it"
+        elif in_cohort < kept:
+            text += f"; {kept - in_cohort} kept without it (optional)"
+        searched = cohort.searched.get(column)
+        lines.append(text + (f" [searched {searched}]" if searched else ""))
+    return lines
+
+
+__all__ = ["CohortConfig", "PhantomCohort", "RsnaCohort", "TableCohort", "UpennCohort",
+           "check_not_empty", "describe", "load_cohort", "read_configured"]

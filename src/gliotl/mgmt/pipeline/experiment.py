@@ -38,7 +38,7 @@ from gliotl.core.runs.rundir import RunDir
 from gliotl.core.seeding import derive_seed
 from gliotl.errors import GliotlError
 from gliotl.mgmt.config import MGMTExperimentConfig
-from gliotl.mgmt.data.source import load_cohort
+from gliotl.mgmt.data.source import check_not_empty, load_cohort
 from gliotl.mgmt.pipeline.jobs import (
     PRETRAINED_FILE,
     FoldRequest,
@@ -74,7 +74,7 @@ def _prepare_cohort(config: MGMTExperimentConfig, run: RunDir, progress: bool) -
     from gliotl.mgmt.data.cache import VolumeCache
     from gliotl.mgmt.data.cohort import write_cohort_table
 
-    cohort = load_cohort(config.cohort, run.path / "cohort")
+    cohort = load_cohort(config.cohort, run.path / "cohort", config.modalities)
     n_read = len(cohort.patient_ids)
     keep = eligible_patients(cohort, config.modalities, config.input_mode)
     cohort = cohort.subset(keep)
@@ -85,6 +85,7 @@ def _prepare_cohort(config: MGMTExperimentConfig, run: RunDir, progress: bool) -
     report = cache.fill(cohort, config.modalities, workers=config.cache_workers,
                         progress=progress, on_error="exclude")
     cohort = report.apply(cohort)
+    check_not_empty(cohort, None)
     write_cohort_table(cohort, run.path / COHORT_FILE)
     labels = cohort.labels
     summary = {
