@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         code = app(args=argv, prog_name="gliotl", standalone_mode=False)
     except typer.TyperException as exc:  # typer's own click: a usage error, or bare-group help
         if type(exc).__name__ == "NoArgsIsHelpError":
-            exc.show()
+            exc.show()  # type: ignore[attr-defined]  # a click UsageError subclass
             sys.exit(exc.exit_code)
         _error(_usage_message(exc), getattr(exc, "exit_code", 2))
     except typer.Abort:

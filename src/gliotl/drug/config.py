@@ -151,7 +151,7 @@ class MethodPreprocessing(StrictModel):
     before; ``none``: the expression as prepared). ``top_k_variance``: keep the k genes of
     largest training-fold variance (measured before scaling), only for methods that build on
     no upstream model (their inputs must keep the upstream genes). A model's own internal
-    scaling is its param (``standardize`` of elasticnet / prior_elasticnet)."""
+    scaling is its param (``standardise`` of elasticnet / prior_elasticnet)."""
 
     scaler: Literal["step", "standard", "robust", "none"] = "step"
     top_k_variance: int | None = Field(None, ge=1)

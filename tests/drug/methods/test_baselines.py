@@ -154,7 +154,7 @@ def test_elastic_net_without_standardisation_is_scikit_learns_on_the_raw_feature
     rng = np.random.default_rng(4)
     X = rng.normal(size=(40, 12)) * rng.uniform(0.1, 3, size=12) + rng.normal(size=12)
     y = X[:, 0] - 2 * X[:, 3] + rng.normal(size=40)
-    ours = TunedElasticNet(l1_ratios=[0.5], n_alphas=10, standardize=False, seed=3).fit(X, y)
+    ours = TunedElasticNet(l1_ratios=[0.5], n_alphas=10, standardise=False, seed=3).fit(X, y)
     ref = ElasticNetCV(l1_ratio=[0.5], alphas=10, cv=inner_kfold(40, 3, 3), max_iter=5000,
                        random_state=3).fit(X, y)
     assert ours.alpha_ == pytest.approx(ref.alpha_)
@@ -166,7 +166,7 @@ def test_elastic_net_without_standardisation_is_scikit_learns_on_the_raw_feature
 def test_fixed_alpha_is_a_plain_elastic_net_and_says_so():
     rng = np.random.default_rng(5)
     X, y = rng.normal(size=(30, 8)), rng.normal(size=30)
-    fixed = TunedElasticNet(l1_ratios=[0.7], alpha=0.1, standardize=False, seed=0).fit(X, y)
+    fixed = TunedElasticNet(l1_ratios=[0.7], alpha=0.1, standardise=False, seed=0).fit(X, y)
     ref = ElasticNet(alpha=0.1, l1_ratio=0.7, max_iter=5000).fit(X, y)
     np.testing.assert_allclose(fixed.predict(X), ref.predict(X), atol=1e-10)
     assert fixed.tuning_["fixed_alpha"] and not fixed.tuning_["at_top"]

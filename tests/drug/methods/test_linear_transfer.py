@@ -39,7 +39,7 @@ def test_fit_source_linear_model_learns_on_source_scale():
     np.testing.assert_allclose(scaler.mean_, X_src.mean(axis=0))
     pred = scaler.transform(X_src) @ coef + intercept
     assert spearmanr(pred, y_src).statistic > 0.95
-    raw = fit_source_linear_model(X_src, y_src, n_alphas=10, standardize=False)
+    raw = fit_source_linear_model(X_src, y_src, n_alphas=10, standardise=False)
     assert raw.scaler is None and raw.coef.shape == (P,)
 
 

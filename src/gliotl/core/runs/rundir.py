@@ -213,7 +213,7 @@ def _lock(path: Path) -> str:
 
 def _unlock(key: str | None) -> None:
     held = _HELD.get(key) if key is not None else None
-    if held is None:
+    if key is None or held is None:
         return
     held[1] -= 1
     if held[1] <= 0:
@@ -403,7 +403,8 @@ class RunDir:
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         if self._replaced is not None:
             os.rename(self._replaced, self.path)
-            _unlock(_rekey(self._replaced_lock, self.path))
+            if self._replaced_lock is not None:
+                _unlock(_rekey(self._replaced_lock, self.path))
             self._replaced = self._replaced_lock = None
 
     def close(self) -> None:

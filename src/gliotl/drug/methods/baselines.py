@@ -67,11 +67,11 @@ class TrainingMeanRegressor(RegressorMixin, BaseEstimator):
 class TunedElasticNet(RegressorMixin, BaseEstimator):
     """ElasticNet whose alpha and l1_ratio are chosen by an inner CV on the fit data only.
 
-    With ``standardize`` (the default, as before) standardisation is part of the model
+    With ``standardise`` (the default, as before) standardisation is part of the model
     (``StandardScaler`` then ``ElasticNetCV`` in one pipeline), so the scaler is learned from
     the training fold and applied unchanged to test samples; the inner folds share it (it uses
     no labels and never sees the outer test fold, and it keeps the fast warm-started path).
-    ``standardize=False`` fits on the features as given: per-gene scaling is a modelling
+    ``standardise=False`` fits on the features as given: per-gene scaling is a modelling
     choice (on expression z-scored per cell line it can hide or reveal signal).
 
     ``alpha`` fixes the penalty (only l1_ratio is then tuned, or nothing with one l1_ratio).
@@ -86,7 +86,7 @@ class TunedElasticNet(RegressorMixin, BaseEstimator):
         n_alphas: int = 50,
         inner_folds: int = 3,
         max_iter: int = 5000,
-        standardize: bool = True,
+        standardise: bool = True,
         alpha: float | None = None,
         seed: int | None = 0,
     ) -> None:
@@ -94,7 +94,7 @@ class TunedElasticNet(RegressorMixin, BaseEstimator):
         self.n_alphas = n_alphas
         self.inner_folds = inner_folds
         self.max_iter = max_iter
-        self.standardize = standardize
+        self.standardise = standardise
         self.alpha = alpha
         self.seed = seed
 
@@ -115,7 +115,7 @@ class TunedElasticNet(RegressorMixin, BaseEstimator):
     def fit(self, X: np.ndarray, y: np.ndarray) -> TunedElasticNet:
         X, y = validate_data(self, X, y, y_numeric=True)
         enet = self._model(X.shape[0])
-        steps = [StandardScaler(), enet] if self.standardize else [enet]
+        steps = [StandardScaler(), enet] if self.standardise else [enet]
         self.pipeline_: Pipeline = make_pipeline(*steps).fit(X, y)
         self.alpha_ = float(enet.alpha_ if hasattr(enet, "alpha_") else enet.alpha)
         self.l1_ratio_ = float(enet.l1_ratio_ if hasattr(enet, "l1_ratio_") else enet.l1_ratio)

@@ -13,7 +13,7 @@ standardised with its own training statistics, as the paper scales each dataset 
 :func:`fit_source_linear_model` standardises the source with a scaler fitted on the source;
 the target models standardise with a scaler fitted on the target training fold. So a source
 coefficient means "effect of one standard deviation of this gene" in both datasets. When the
-caller has already scaled each dataset, pass ``standardize=False`` to both.
+caller has already scaled each dataset, pass ``standardise=False`` to both.
 """
 
 from __future__ import annotations
@@ -57,14 +57,14 @@ def fit_source_linear_model(
     l1_ratios: Sequence[float] = (0.1, 0.5, 0.9, 1.0),
     n_alphas: int = 50,
     inner_folds: int = 5,
-    standardize: bool = True,
+    standardise: bool = True,
     max_iter: int = 5000,
     seed: int | None = 0,
 ) -> SourceLinearModel:
     """Fit a CV-tuned ElasticNet on the source data only; its coefficients become the prior."""
     holder = BaseEstimator()  # validate_data needs an estimator to record n_features_in_
     X_src, y_src = validate_data(holder, X_src, y_src, y_numeric=True)
-    scaler = StandardScaler().fit(X_src) if standardize else None
+    scaler = StandardScaler().fit(X_src) if standardise else None
     Z = scaler.transform(X_src) if scaler is not None else X_src
     enet = ElasticNetCV(
         l1_ratio=list(l1_ratios),
@@ -114,7 +114,7 @@ class _SourceCentredLinear(RegressorMixin, BaseEstimator):
             )
         if not np.all(np.isfinite(prior)) or not np.isfinite(self.source_intercept):
             raise ValueError("source_coef and source_intercept must be finite")
-        self.scaler_ = StandardScaler().fit(X) if self.standardize else None
+        self.scaler_ = StandardScaler().fit(X) if self.standardise else None
         Z = self._transform(X)
         prior_intercept = float(self.source_intercept)
         self.source_scale_, self.source_shift_ = 1.0, 0.0
@@ -152,7 +152,7 @@ class PriorCentredElasticNet(_SourceCentredLinear):
         source_intercept: float = 0.0,
         alpha: float = 1.0,
         l1_ratio: float = 0.5,
-        standardize: bool = True,
+        standardise: bool = True,
         rescale_source: bool = False,
         fit_intercept: bool = True,
         max_iter: int = 5000,
@@ -161,7 +161,7 @@ class PriorCentredElasticNet(_SourceCentredLinear):
         self.source_intercept = source_intercept
         self.alpha = alpha
         self.l1_ratio = l1_ratio
-        self.standardize = standardize
+        self.standardise = standardise
         self.rescale_source = rescale_source
         self.fit_intercept = fit_intercept
         self.max_iter = max_iter
@@ -205,7 +205,7 @@ class TunedPriorCentredElasticNet(_SourceCentredLinear):
         l1_ratios: Sequence[float] = (0.1, 0.5, 0.9, 1.0),
         n_alphas: int = 50,
         inner_folds: int = 3,
-        standardize: bool = True,
+        standardise: bool = True,
         rescale_source: bool = False,
         max_iter: int = 5000,
         seed: int | None = 0,
@@ -215,7 +215,7 @@ class TunedPriorCentredElasticNet(_SourceCentredLinear):
         self.l1_ratios = l1_ratios
         self.n_alphas = n_alphas
         self.inner_folds = inner_folds
-        self.standardize = standardize
+        self.standardise = standardise
         self.rescale_source = rescale_source
         self.max_iter = max_iter
         self.seed = seed

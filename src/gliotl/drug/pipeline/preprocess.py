@@ -118,9 +118,10 @@ class StepPreprocessor:
         state = read_json(path)
         try:
             prep = cls.from_dict(state)
-            genes, center = len(prep.genes_), getattr(prep.x_scaler_, "center_", None)
-            if center is not None and (center.size != genes or not np.isfinite(center).all()
-                                       or not np.isfinite(prep.x_scaler_.scale_).all()):
+            genes, scaler = len(prep.genes_), prep.x_scaler_
+            if scaler is not None and (scaler.center_.size != genes
+                                       or not np.isfinite(scaler.center_).all()
+                                       or not np.isfinite(scaler.scale_).all()):
                 raise ValueError("scaler state does not match the gene list or is not finite")
         except (KeyError, TypeError, ValueError, AttributeError, GliotlError) as exc:
             raise input_error(path, None, f"damaged preprocessing state ({type(exc).__name__}: "
