@@ -13,25 +13,37 @@ from pydantic import Field, model_validator
 
 from gliotl.core.config import ConfigPath, StrictModel
 from gliotl.mgmt.data.cohort import Cohort, read_cohort_table, read_rsna, read_upenn
+from gliotl.mgmt.data.rsna import DEFAULT_EXCLUDE, read_kaggle_rsna
 
-NEEDED = {"upenn": ("root",), "rsna": ("root", "labels_csv"), "table": ("table",), "phantom": ()}
+NEEDED = {"upenn": ("root",), "rsna": ("root",), "brats2021": ("root", "labels"),
+          "table": ("table",), "phantom": ()}
 """The fields each cohort kind needs."""
 
 
 class CohortConfig(StrictModel):
     """Where the patients come from.
 
-    ``upenn``: ``root`` (TCIA layout) and optional ``clinical`` table; ``rsna``: ``root`` and
-    ``labels_csv``; ``table``: a cohort table CSV (``table``); ``phantom``: generated from
-    ``n_patients``, ``shape`` (x, y, z), ``signal`` and ``seed``. ``on_missing``: a patient
-    without a required scan is excluded (counted) or stops the read.
+    ``upenn``: ``root`` (TCIA layout) and optional ``clinical`` table; ``rsna``: RSNA-MICCAI
+    2021 as Kaggle ships it (DICOM, :mod:`gliotl.mgmt.data.rsna`): ``root`` (the download or
+    its ``train/``), ``labels`` (default ``train_labels.csv`` beside ``train/``), ``exclude``
+    (default the organisers' 00109, 00123, 00709), the ``reference`` series whose field of
+    view the 1 mm (``grid_spacing``) LPS grid covers, and where the resampled NIfTI volumes go
+    (``converted``, default under ``$GLIOTL_CACHE``); ``brats2021``: the BraTS 2021 Task 1
+    NIfTI form, ``root`` and ``labels``; ``table``: a cohort table CSV (``table``);
+    ``phantom``: generated from ``n_patients``, ``shape`` (x, y, z), ``signal`` and ``seed``.
+    ``on_missing``: a patient without a required scan is excluded (counted) or stops the read
+    (``rsna``: a missing series folder stops the read unless ``on_missing: exclude`` is set).
     """
 
-    kind: Literal["upenn", "rsna", "table", "phantom"]
+    kind: Literal["upenn", "rsna", "brats2021", "table", "phantom"]
     root: ConfigPath | None = None
     clinical: ConfigPath | None = None
     segmentation: Literal["automated", "expert"] = "automated"
-    labels_csv: ConfigPath | None = None
+    labels: ConfigPath | None = None
+    exclude: list[str | int] = Field(list(DEFAULT_EXCLUDE), description="rsna: BraTS21IDs left out")
+    reference: Literal["FLAIR", "T1w", "T1wCE", "T2w"] = "T1wCE"
+    grid_spacing: float = Field(1.0, gt=0, description="rsna: mm of the isotropic grid")
+    converted: ConfigPath | None = None
     table: ConfigPath | None = None
     on_missing: Literal["exclude", "error"] = "exclude"
     n_patients: int = Field(60, ge=4)
@@ -56,7 +68,12 @@ def load_cohort(spec: CohortConfig, phantom_dir: Path) -> Cohort:
     if spec.kind == "upenn":
         return read_upenn(spec.root, spec.clinical, spec.segmentation, spec.on_missing)
     if spec.kind == "rsna":
-        return read_rsna(spec.root, spec.labels_csv, spec.on_missing)
+        return read_kaggle_rsna(
+            spec.root, spec.labels, [str(e) for e in spec.exclude], spec.reference,
+            spec.grid_spacing, spec.converted,
+            spec.on_missing if "on_missing" in spec.model_fields_set else "error")
+    if spec.kind == "brats2021":
+        return read_rsna(spec.root, spec.labels, spec.on_missing)
     if spec.kind == "table":
         return read_cohort_table(spec.table)
     from gliotl.mgmt.data.phantom import CLINICAL_NAME, make_phantom_cohort
