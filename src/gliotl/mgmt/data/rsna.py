@@ -127,7 +127,7 @@ def find_cases(train: Path, labels: dict[str, int], exclude: Iterable[str],
     excluded = {normalise_id(e, "cohort", "exclude") for e in exclude}
     folders = {p.name: p for p in _patient_folders(train)}
     counts: Counter[str] = Counter()
-    counts["organisers' exclusion list"] = len(excluded & (set(labels) | set(folders)))
+    counts["exclusion list"] = len(excluded & (set(labels) | set(folders)))
     counts["label without image folder"] = len(set(labels) - set(folders) - excluded)
     counts["image folder without label"] = len(set(folders) - set(labels) - excluded)
     cases = []
