@@ -233,3 +233,20 @@ def test_real_entry_point_prints_no_traceback(small, tmp_path):
                             capture_output=True, text=True, env=env, timeout=300)
     _one_line_error(result.returncode, result.stderr, "train_labels.csv",
                     "labels CSV not found")
+
+
+def test_shipped_rsna_configs_share_one_cohort_block():
+    """configs/rsna2021_prepare.yaml and configs/rsna2021.yaml validate and agree on cohort,
+    preprocessing and cache, so the run finds what prepare converted and cached."""
+    from gliotl.core.config import load_config
+    from gliotl.mgmt.config import load_mgmt_config
+    from gliotl.mgmt.data.prepare import PrepareConfig
+
+    configs = Path(__file__).resolve().parents[3] / "configs"
+    prepare = load_config(PrepareConfig, configs / "rsna2021_prepare.yaml")
+    run, _ = load_mgmt_config(configs / "rsna2021.yaml")
+    assert prepare.cohort == run.cohort and prepare.cohort.kind == "rsna"
+    assert prepare.preprocessing == run.preprocessing
+    assert run.preprocessing.region == "foreground_bbox"
+    assert prepare.cache_dir == run.cache_dir
+    assert run.cohort.exclude == ["00109", "00123", "00709"]
