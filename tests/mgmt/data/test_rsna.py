@@ -165,6 +165,10 @@ def test_missing_series_folder(small, tmp_path, monkeypatch, capsys):
     shutil.rmtree(small / "train" / "00002" / "FLAIR")
     _one_line_error(*_prepare(small, tmp_path, monkeypatch, capsys),
                     str(small / "train" / "00002" / "FLAIR"), "series folder missing")
+    # the same through a config dumped and validated again (run dirs, --resume)
+    spec = CohortConfig(kind="rsna", root=small, grid_spacing=2.0, converted=tmp_path / "n")
+    with pytest.raises(GliotlError, match="series folder missing"):
+        load_cohort(CohortConfig.model_validate(spec.model_dump()), tmp_path / "unused")
     # opting in to exclusion counts the patient instead
     cohort = read_kaggle_rsna(small, grid_spacing=2.0, converted=tmp_path / "n",
                               on_missing="exclude")

@@ -31,8 +31,9 @@ class CohortConfig(StrictModel):
     (``converted``, default under ``$GLIOTL_CACHE``); ``brats2021``: the BraTS 2021 Task 1
     NIfTI form, ``root`` and ``labels``; ``table``: a cohort table CSV (``table``);
     ``phantom``: generated from ``n_patients``, ``shape`` (x, y, z), ``signal`` and ``seed``.
-    ``on_missing``: a patient without a required scan is excluded (counted) or stops the read
-    (``rsna``: a missing series folder stops the read unless ``on_missing: exclude`` is set).
+    ``on_missing``: a patient without a required scan is excluded (counted) or stops the read;
+    unset, ``exclude`` except for ``rsna``, where a missing series folder (a Kaggle case always
+    has all four) means a damaged download and stops the read.
     """
 
     kind: Literal["upenn", "rsna", "brats2021", "table", "phantom"]
@@ -45,7 +46,7 @@ class CohortConfig(StrictModel):
     grid_spacing: float = Field(1.0, gt=0, description="rsna: mm of the isotropic grid")
     converted: ConfigPath | None = None
     table: ConfigPath | None = None
-    on_missing: Literal["exclude", "error"] = "exclude"
+    on_missing: Literal["exclude", "error"] | None = None
     n_patients: int = Field(60, ge=4)
     shape: tuple[int, int, int] = (40, 40, 32)
     signal: float = Field(1.0, ge=0.0)
@@ -65,15 +66,15 @@ class CohortConfig(StrictModel):
 def load_cohort(spec: CohortConfig, phantom_dir: Path) -> Cohort:
     """Read the configured cohort; a phantom one is generated into ``phantom_dir`` first
     (once: an existing phantom with its clinical table is reused)."""
+    on_missing = spec.on_missing or ("error" if spec.kind == "rsna" else "exclude")
     if spec.kind == "upenn":
-        return read_upenn(spec.root, spec.clinical, spec.segmentation, spec.on_missing)
+        return read_upenn(spec.root, spec.clinical, spec.segmentation, on_missing)
     if spec.kind == "rsna":
         return read_kaggle_rsna(
             spec.root, spec.labels, [str(e) for e in spec.exclude], spec.reference,
-            spec.grid_spacing, spec.converted,
-            spec.on_missing if "on_missing" in spec.model_fields_set else "error")
+            spec.grid_spacing, spec.converted, on_missing)
     if spec.kind == "brats2021":
-        return read_rsna(spec.root, spec.labels, spec.on_missing)
+        return read_rsna(spec.root, spec.labels, on_missing)
     if spec.kind == "table":
         return read_cohort_table(spec.table)
     from gliotl.mgmt.data.phantom import CLINICAL_NAME, make_phantom_cohort
@@ -82,7 +83,7 @@ def load_cohort(spec: CohortConfig, phantom_dir: Path) -> Cohort:
         make_phantom_cohort(phantom_dir, spec.n_patients, spec.shape, spec.signal, spec.seed,
                             progress=False, **spec.phantom_options)
     return read_upenn(phantom_dir, segmentation=spec.segmentation,
-                      on_missing=spec.on_missing)
+                      on_missing=on_missing)
 
 
 __all__ = ["CohortConfig", "load_cohort"]
