@@ -195,8 +195,8 @@ def reference_grid(image: Any, spacing: float = 1.0) -> Grid:
     low, high = corners.min(axis=0), corners.max(axis=0)
     size = np.maximum(np.ceil((high - low) / spacing - 1e-6), 1).astype(int)
     origin = low + spacing / 2.0
-    return Grid(tuple(int(s) for s in size), tuple(float(o) for o in origin),
-                (float(spacing),) * 3)
+    return Grid((int(size[0]), int(size[1]), int(size[2])),
+                (float(origin[0]), float(origin[1]), float(origin[2])), (float(spacing),) * 3)
 
 
 def resample_onto(image: Any, grid: Grid) -> Any:

@@ -19,13 +19,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from gliotl.errors import GliotlError
 
-MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"  # MR Image Storage SOP class
 PLANES: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
     "axial": ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0)),
     "sagittal": ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0)),
@@ -102,14 +103,14 @@ def series_geometry(spec: SeriesSpec) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def _dataset(spec: SeriesSpec, uids: dict[str, str], position: np.ndarray,
-             orientation: list[float], instance: int, pixels: np.ndarray) -> object:
+             orientation: list[float], instance: int, pixels: np.ndarray) -> Any:
     """One MR slice as pydicom writes it."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
     sop_uid = generate_uid()
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MR_IMAGE_STORAGE
+    meta.MediaStorageSOPClassUID = UID(MR_IMAGE_STORAGE)
     meta.MediaStorageSOPInstanceUID = sop_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
@@ -162,11 +163,15 @@ def patient_series(rng: np.random.Generator, scale: float = 1.0) -> dict[str, Se
     def size(n: int) -> int:
         return max(4, int(round(n * scale)))
 
+    def triple(limit: float) -> tuple[float, float, float]:
+        x, y, z = (float(v) for v in rng.uniform(-limit, limit, 3))
+        return x, y, z
+
     def offset() -> tuple[float, float, float]:
-        return tuple(float(v) for v in rng.uniform(-4.0, 4.0, 3))
+        return triple(4.0)
 
     def tilt(limit: float) -> tuple[float, float, float]:
-        return tuple(float(v) for v in rng.uniform(-limit, limit, 3))
+        return triple(limit)
 
     start = int(rng.integers(1, 400))
     return {
@@ -198,7 +203,8 @@ def write_kaggle_cohort(
     truth = []
     for raw, label in [*zip(ids, labels, strict=True), *((u, None) for u in unlabelled)]:
         patient = f"{int(raw):05d}"
-        marker = tuple(float(v) for v in rng.uniform(-8.0, 8.0, 3))
+        mx, my, mz = (float(v) for v in rng.uniform(-8.0, 8.0, 3))
+        marker = (mx, my, mz)
         head = Head(marker=marker)
         for name, spec in patient_series(rng, scale).items():
             write_series(root / "train" / patient / name, spec, head, name, patient, rng)
