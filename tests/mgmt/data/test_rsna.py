@@ -173,7 +173,7 @@ def test_missing_series_folder(small, tmp_path, monkeypatch, capsys):
     cohort = read_kaggle_rsna(small, grid_spacing=2.0, converted=tmp_path / "n",
                               on_missing="exclude")
     assert cohort.patient_ids == ["BraTS2021_00000"]
-    assert cohort.exclusions == {"missing series": 1}
+    assert cohort.exclusions == {"missing FLAIR series": 1}
 
 
 def test_unreadable_dcm(small, tmp_path, monkeypatch, capsys):
@@ -254,3 +254,12 @@ def test_shipped_rsna_configs_share_one_cohort_block():
     assert run.preprocessing.region == "foreground_bbox"
     assert prepare.cache_dir == run.cache_dir
     assert run.cohort.exclude == ["00109", "00123", "00709"]
+
+
+def test_parallel_conversion_writes_the_same_volumes(small, tmp_path):
+    one = read_kaggle_rsna(small, grid_spacing=2.0, converted=tmp_path / "one")
+    two = read_kaggle_rsna(small, grid_spacing=2.0, converted=tmp_path / "two", workers=2)
+    assert one.patient_ids == two.patient_ids
+    for modality in ("T1", "T1GD", "T2", "FLAIR"):
+        for a, b in zip(one.table[modality], two.table[modality], strict=True):
+            assert np.array_equal(nib.load(a).get_fdata(), nib.load(b).get_fdata())

@@ -138,7 +138,7 @@ def find_cases(train: Path, labels: dict[str, int], exclude: Iterable[str],
             raise input_error(series[missing[0]], None, f"series folder missing (a case has "
                               f"{', '.join(SERIES)})")
         if missing:
-            counts["missing series"] += 1
+            counts[f"missing {missing[0]} series"] += 1
             continue
         cases.append(Case(patient, labels[patient], series))
     return cases, Counter({k: v for k, v in counts.items() if v})
@@ -196,6 +196,22 @@ def convert_case(case: Case, out_dir: Path, reference: str, grid_spacing: float)
     return outputs
 
 
+def _convert_all(cases: list[Case], out_dir: Path, reference: str, grid_spacing: float,
+                 workers: int) -> list[dict[str, Path]]:
+    """:func:`convert_case` for every case, in order; the first error stops the read."""
+    if workers <= 1 or len(cases) <= 1:
+        return [convert_case(case, out_dir, reference, grid_spacing) for case in cases]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+
+    convert = partial(convert_case, out_dir=out_dir, reference=reference,
+                      grid_spacing=grid_spacing)
+    with ProcessPoolExecutor(min(workers, len(cases)),
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(convert, cases))
+
+
 def read_kaggle_rsna(
     root: str | Path,
     labels: str | Path | None = None,
@@ -204,9 +220,11 @@ def read_kaggle_rsna(
     grid_spacing: float = 1.0,
     converted: str | Path | None = None,
     on_missing: Literal["exclude", "error"] = "error",
+    workers: int = 1,
 ) -> Cohort:
     """Read RSNA-MICCAI 2021 as downloaded from Kaggle into a cohort of co-registered NIfTI
-    volumes (see the module docstring for the grid, the exclusions and the errors)."""
+    volumes (see the module docstring for the grid, the exclusions and the errors); ``workers``
+    processes convert cases in parallel (reading a series is single-threaded in ITK)."""
     if reference not in SERIES:
         raise GliotlError(f"cohort: field 'reference': one of {', '.join(SERIES)} expected, "
                           f"got '{reference}'")
@@ -220,8 +238,8 @@ def read_kaggle_rsna(
     out_dir = (Path(converted).expanduser().resolve() if converted is not None
                else default_converted_dir(train, reference, grid_spacing))
     rows = []
-    for case in cases:
-        paths = convert_case(case, out_dir, reference, grid_spacing)
+    for case, paths in zip(cases, _convert_all(cases, out_dir, reference, grid_spacing,
+                                               workers), strict=True):
         rows.append({"patient_id": case.patient_id, "label": case.label,
                      **{m: str(p) for m, p in paths.items()}})
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)

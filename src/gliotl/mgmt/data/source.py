@@ -28,7 +28,8 @@ class CohortConfig(StrictModel):
     its ``train/``), ``labels`` (default ``train_labels.csv`` beside ``train/``), ``exclude``
     (default the organisers' 00109, 00123, 00709), the ``reference`` series whose field of
     view the 1 mm (``grid_spacing``) LPS grid covers, and where the resampled NIfTI volumes go
-    (``converted``, default under ``$GLIOTL_CACHE``); ``brats2021``: the BraTS 2021 Task 1
+    (``converted``, default under ``$GLIOTL_CACHE``; ``convert_workers`` processes);
+    ``brats2021``: the BraTS 2021 Task 1
     NIfTI form, ``root`` and ``labels``; ``table``: a cohort table CSV (``table``);
     ``phantom``: generated from ``n_patients``, ``shape`` (x, y, z), ``signal`` and ``seed``.
     ``on_missing``: a patient without a required scan is excluded (counted) or stops the read;
@@ -45,6 +46,7 @@ class CohortConfig(StrictModel):
     reference: Literal["FLAIR", "T1w", "T1wCE", "T2w"] = "T1wCE"
     grid_spacing: float = Field(1.0, gt=0, description="rsna: mm of the isotropic grid")
     converted: ConfigPath | None = None
+    convert_workers: int = Field(1, ge=1, description="rsna: cases converted in parallel")
     table: ConfigPath | None = None
     on_missing: Literal["exclude", "error"] | None = None
     n_patients: int = Field(60, ge=4)
@@ -72,7 +74,7 @@ def load_cohort(spec: CohortConfig, phantom_dir: Path) -> Cohort:
     if spec.kind == "rsna":
         return read_kaggle_rsna(
             spec.root, spec.labels, [str(e) for e in spec.exclude], spec.reference,
-            spec.grid_spacing, spec.converted, on_missing)
+            spec.grid_spacing, spec.converted, on_missing, spec.convert_workers)
     if spec.kind == "brats2021":
         return read_rsna(spec.root, spec.labels, on_missing)
     if spec.kind == "table":
