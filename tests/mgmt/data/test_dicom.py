@@ -192,3 +192,14 @@ def test_foreground_box_finds_the_head_in_noise():
     assert box == (slice(4, 25), slice(8, 37), slice(5, 30))
     with pytest.raises(GliotlError, match="t1.nii.gz: patient p1: no foreground"):
         foreground_box(np.zeros((8, 8, 8), np.float32), 2, "t1.nii.gz", "p1")
+
+
+def test_positions_written_with_few_decimals_still_form_a_stack(oblique, tmp_path):
+    """Some writers round ImagePositionPatient to 0.1 mm: not a mixed geometry."""
+    folder = _copy(oblique, tmp_path)
+    for path in folder.glob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        _set(path, ImagePositionPatient=[round(float(v), 1) for v in ds.ImagePositionPatient])
+    image = read_series(folder)
+    assert image.GetSize() == (OBLIQUE.cols, OBLIQUE.rows, OBLIQUE.slices)
+    assert abs(image.GetSpacing()[2] - 3.0) < 0.05

@@ -32,8 +32,12 @@ POSITION_TOLERANCE_MM = 0.01
 """Two slices closer than this along the normal are the same position (a duplicate)."""
 DIRECTION_TOLERANCE = 1e-4
 """Largest difference between two slices' direction cosines still taken as equal."""
-STEP_TOLERANCE = 0.05
-"""Largest relative deviation of a slice step from the median step (a gap means a missing file)."""
+STEP_TOLERANCE = 0.2
+"""Largest relative deviation of a slice step from the median step: a missing file doubles a
+step, while positions written with few decimals jitter by a few percent."""
+OFF_NORMAL_TOLERANCE = 0.25
+"""Largest in-plane offset between two slices of one stack, in pixels (rounding of positions
+stays far below it; a slice of another series is usually off by many pixels)."""
 
 
 def _sitk() -> Any:
@@ -107,9 +111,10 @@ def _check_same_plane(headers: list[SliceHeader]) -> None:
 
 def _check_stack(ordered: list[SliceHeader], depths: np.ndarray, normal: np.ndarray) -> float:
     """Slices stacked along the normal, none twice, at one step; returns the step (mm)."""
+    limit = OFF_NORMAL_TOLERANCE * min(ordered[0].spacing)
     for header, depth in zip(ordered, depths, strict=True):
         offset = header.origin - depth * normal - (ordered[0].origin - depths[0] * normal)
-        if np.linalg.norm(offset) > 10 * POSITION_TOLERANCE_MM + 1e-3 * abs(depth):
+        if np.linalg.norm(offset) > limit:
             raise input_error(header.path, "ImagePositionPatient", "mixed geometry: slice not "
                               f"on the normal through {ordered[0].path.name} (another series?)")
     steps = np.diff(depths)
