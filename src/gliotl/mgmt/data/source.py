@@ -29,8 +29,8 @@ class CohortConfig(StrictModel):
     (default the organisers' 00109, 00123, 00709), the ``reference`` series whose field of
     view the 1 mm (``grid_spacing``) LPS grid covers, and where the resampled NIfTI volumes go
     (``converted``, default under ``$GLIOTL_CACHE``; ``convert_workers`` processes);
-    ``brats2021``: the BraTS 2021 Task 1
-    NIfTI form, ``root`` and ``labels``; ``table``: a cohort table CSV (``table``);
+    ``brats2021``: the BraTS 2021 Task 1 NIfTI form, ``root`` and ``labels``; ``table``: a
+    cohort table CSV (``table``);
     ``phantom``: generated from ``n_patients``, ``shape`` (x, y, z), ``signal`` and ``seed``.
     ``on_missing``: a patient without a required scan is excluded (counted) or stops the read;
     unset, ``exclude`` except for ``rsna``, where a missing series folder (a Kaggle case always
