@@ -24,6 +24,14 @@ from gliotl.mgmt.data.preprocess import PreprocessConfig, preprocess_patient
 from gliotl.mgmt.data.rsna import default_converted_dir, read_kaggle_rsna
 from gliotl.mgmt.data.rsna_sample import write_kaggle_cohort
 
+
+def cohort_spec(**fields):
+    """A validated cohort config (whatever form CohortConfig takes: a model or a union)."""
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(CohortConfig).validate_python(fields)
+
+
 IDS = (0, 2, 109, 123, 5, 8)
 """Two of the organisers' exclusions among them; 00011 has images but no label."""
 
@@ -118,15 +126,15 @@ def test_config_kinds_rsna_and_brats2021(small, tmp_path):
     """kind rsna reads the DICOM download; its converted tree is the BraTS 2021 Task 1 NIfTI
     form, which kind brats2021 reads as before."""
     converted = tmp_path / "nifti"
-    spec = CohortConfig(kind="rsna", root=small, grid_spacing=2.0, converted=converted)
+    spec = cohort_spec(kind="rsna", root=small, grid_spacing=2.0, converted=converted)
     cohort = load_cohort(spec, tmp_path / "unused")
     assert cohort.patient_ids == ["BraTS2021_00000", "BraTS2021_00002"]
-    brats = load_cohort(CohortConfig(kind="brats2021", root=converted,
+    brats = load_cohort(cohort_spec(kind="brats2021", root=converted,
                                      labels=small / "train_labels.csv"), tmp_path / "unused")
     assert brats.patient_ids == cohort.patient_ids
     assert brats.table["T1GD"].tolist() == cohort.table["T1GD"].tolist()
     with pytest.raises(GliotlError, match="use cohort kind 'brats2021'"):
-        load_cohort(CohortConfig(kind="rsna", root=converted,
+        load_cohort(cohort_spec(kind="rsna", root=converted,
                                  labels=small / "train_labels.csv"), tmp_path / "unused")
 
 
@@ -166,9 +174,9 @@ def test_missing_series_folder(small, tmp_path, monkeypatch, capsys):
     _one_line_error(*_prepare(small, tmp_path, monkeypatch, capsys),
                     str(small / "train" / "00002" / "FLAIR"), "series folder missing")
     # the same through a config dumped and validated again (run dirs, --resume)
-    spec = CohortConfig(kind="rsna", root=small, grid_spacing=2.0, converted=tmp_path / "n")
+    spec = cohort_spec(kind="rsna", root=small, grid_spacing=2.0, converted=tmp_path / "n")
     with pytest.raises(GliotlError, match="series folder missing"):
-        load_cohort(CohortConfig.model_validate(spec.model_dump()), tmp_path / "unused")
+        load_cohort(cohort_spec(**spec.model_dump()), tmp_path / "unused")
     # opting in to exclusion counts the patient instead
     cohort = read_kaggle_rsna(small, grid_spacing=2.0, converted=tmp_path / "n",
                               on_missing="exclude")
