@@ -62,13 +62,15 @@ class CohortConfig(StrictModel):
         for key in NEEDED[self.kind]:
             if not getattr(self, key):
                 raise ValueError(f"cohort kind '{self.kind}' needs '{key}'")
+        if self.on_missing is None:  # the kind's default, concrete once validated
+            self.on_missing = "error" if self.kind == "rsna" else "exclude"
         return self
 
 
 def load_cohort(spec: CohortConfig, phantom_dir: Path) -> Cohort:
     """Read the configured cohort; a phantom one is generated into ``phantom_dir`` first
     (once: an existing phantom with its clinical table is reused)."""
-    on_missing = spec.on_missing or ("error" if spec.kind == "rsna" else "exclude")
+    on_missing = spec.on_missing or "exclude"
     if spec.kind == "upenn":
         return read_upenn(spec.root, spec.clinical, spec.segmentation, on_missing)
     if spec.kind == "rsna":
