@@ -53,16 +53,30 @@ PRESETS: dict[str, dict[str, Any]] = {
         "intensity": "zscore",
         "mask_outside_tumour": True,
     },
+    # No segmentation (RSNA-MICCAI 2021 DICOM, raw head scans): Otsu head / brain foreground box
+    # of the reference volume (mgmt.data.foreground), resize, z-score.
+    "rsna2021": {
+        "orientation": "RAS",
+        "region": "foreground_bbox",
+        "margin": 4,
+        "target_shape": (70, 86, 86),
+        "downscale": None,
+        "intensity": "zscore",
+        "mask_outside_tumour": False,
+    },
 }
+REFERENCE_REGIONS = ("brain_bbox", "foreground_bbox")
+"""Regions cut from the reference modality's content rather than from a segmentation."""
 
 
 class PreprocessConfig(StrictModel):
     """How raw volumes become network inputs. ``preset`` fills every key not given explicitly."""
 
-    preset: Literal["medicalnet", "schmitz2024"] | None = None
+    preset: Literal["medicalnet", "schmitz2024", "rsna2021"] | None = None
     orientation: Literal["RAS", "LPS", "native"] = "RAS"
     spacing: tuple[float, float, float] | None = None  # mm, (z, y, x); None keeps the grid
-    region: Literal["tumour_mask_fixed_crop", "tumour_bbox", "brain_bbox"] = "brain_bbox"
+    region: Literal["tumour_mask_fixed_crop", "tumour_bbox", "brain_bbox",
+                    "foreground_bbox"] = "brain_bbox"
     crop_box: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] = PAPER_CROP_BOX
     crop_grid: tuple[int, int, int] = Field(
         default=SRI24_SHAPE_ZYX,
@@ -112,7 +126,7 @@ class PreprocessConfig(StrictModel):
 
     @property
     def needs_segmentation(self) -> bool:
-        return self.region != "brain_bbox" or self.mask_outside_tumour
+        return self.region not in REFERENCE_REGIONS or self.mask_outside_tumour
 
     def fingerprint(self) -> str:
         """Canonical JSON of what changes the output (the preset name itself does not)."""
@@ -375,7 +389,7 @@ def input_files(row: Any, modality: str, config: PreprocessConfig) -> list[str]:
     files = [str(row[modality])]
     if config.needs_segmentation:
         files.append(str(row["segmentation"]))
-    if config.region == "brain_bbox":
+    if config.region in REFERENCE_REGIONS:
         files.append(str(row[reference_modality(row)]))
     return files
 
@@ -390,7 +404,7 @@ def _extra_paths(row: Any, config: PreprocessConfig, patient_id: str,
             raise GliotlError(f"patient {patient_id}: segmentation needed by region "
                               f"'{config.region}' but missing from the cohort table")
         extra["segmentation"] = seg
-    if config.region == "brain_bbox":
+    if config.region in REFERENCE_REGIONS:
         ref = reference_modality(row)
         if ref not in paths:
             extra["reference"] = str(row[ref])
@@ -412,6 +426,10 @@ def _crop_box(row: Any, config: PreprocessConfig, views: dict[str, np.ndarray],
             raise GliotlError(f"patient {patient_id}: region tumour_bbox needs a segmentation")
         return bounding_box(tumour, config.margin)
     ref_name = "reference" if "reference" in views else reference_modality(row)
+    if config.region == "foreground_bbox":
+        from gliotl.mgmt.data.foreground import foreground_box
+
+        return foreground_box(views[ref_name], config.margin, all_paths[ref_name], patient_id)
     brain = views[ref_name] != 0
     if not brain.any():
         raise input_error(all_paths[ref_name], None,

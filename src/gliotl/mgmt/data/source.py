@@ -18,6 +18,7 @@ from pydantic import Field
 from gliotl.core.config import ConfigPath, StrictModel
 from gliotl.errors import GliotlError
 from gliotl.mgmt.data.cohort import Cohort, read_cohort_table, read_rsna
+from gliotl.mgmt.data.rsna import DEFAULT_EXCLUDE, read_kaggle_rsna
 from gliotl.mgmt.data.upenn import read_upenn
 
 OnMissing = Literal["exclude", "error"]
@@ -39,11 +40,33 @@ class UpennCohort(StrictModel):
 
 
 class RsnaCohort(StrictModel):
-    """RSNA-MICCAI 2021 / BraTS 2021 (NIfTI form): ``root`` and ``labels_csv``."""
+    """RSNA-MICCAI 2021 as Kaggle ships it (DICOM, :mod:`gliotl.mgmt.data.rsna`): ``root`` (the
+    download or its ``train/``), ``labels`` (default ``train_labels.csv`` beside ``train/``),
+    ``exclude`` (default the organisers' 00109, 00123, 00709), the ``reference`` series whose
+    field of view the ``grid_spacing`` mm LPS grid covers, where the resampled NIfTI volumes go
+    (``converted``, default under ``$GLIOTL_CACHE``) and ``convert_workers`` processes.
+    ``on_missing``: a missing series folder stops the read (a Kaggle case always has all four:
+    a damaged download) unless ``exclude``, which counts such patients."""
 
     kind: Literal["rsna"]
     root: ConfigPath
-    labels_csv: ConfigPath
+    labels: ConfigPath | None = None
+    exclude: list[str | int] = Field(default=list(DEFAULT_EXCLUDE),
+                                     description="BraTS21IDs left out")
+    reference: Literal["FLAIR", "T1w", "T1wCE", "T2w"] = "T1wCE"
+    grid_spacing: float = Field(default=1.0, gt=0, description="mm of the isotropic grid")
+    converted: ConfigPath | None = None
+    convert_workers: int = Field(default=1, ge=1, description="cases converted in parallel")
+    on_missing: OnMissing = "error"
+
+
+class Brats2021Cohort(StrictModel):
+    """BraTS 2021 Task 1 (NIfTI form, ``BraTS2021_<ID>/BraTS2021_<ID>_<suffix>.nii.gz``):
+    ``root`` and ``labels`` (Task 2's ``train_labels.csv``)."""
+
+    kind: Literal["brats2021"]
+    root: ConfigPath
+    labels: ConfigPath
     on_missing: OnMissing = "exclude"
 
 
@@ -71,12 +94,12 @@ class PhantomCohort(StrictModel):
         description="extra keyword arguments of make_phantom_cohort (missing fractions ...)")
 
 
-CohortConfig = Annotated[UpennCohort | RsnaCohort | TableCohort | PhantomCohort,
+CohortConfig = Annotated[UpennCohort | RsnaCohort | Brats2021Cohort | TableCohort | PhantomCohort,
                          Field(discriminator="kind")]
 """Where the patients come from, one model per ``kind``."""
 
 
-def read_configured(spec: UpennCohort | RsnaCohort | TableCohort | PhantomCohort,
+def read_configured(spec: UpennCohort | RsnaCohort | Brats2021Cohort | TableCohort | PhantomCohort,
                     phantom_dir: Path) -> Cohort:
     """Read the configured cohort; a phantom one is generated into ``phantom_dir`` first
     (once: an existing complete phantom is reused)."""
@@ -84,7 +107,11 @@ def read_configured(spec: UpennCohort | RsnaCohort | TableCohort | PhantomCohort
         return read_upenn(spec.root, spec.clinical, spec.segmentation, spec.on_missing,
                           spec.segmentation_fallback)
     if isinstance(spec, RsnaCohort):
-        return read_rsna(spec.root, spec.labels_csv, spec.on_missing)
+        return read_kaggle_rsna(spec.root, spec.labels, [str(e) for e in spec.exclude],
+                                spec.reference, spec.grid_spacing, spec.converted,
+                                spec.on_missing, spec.convert_workers)
+    if isinstance(spec, Brats2021Cohort):
+        return read_rsna(spec.root, spec.labels, spec.on_missing)
     if isinstance(spec, TableCohort):
         return read_cohort_table(spec.table)
     from gliotl.mgmt.data.phantom import CLINICAL_NAME, make_phantom_cohort
@@ -96,7 +123,7 @@ def read_configured(spec: UpennCohort | RsnaCohort | TableCohort | PhantomCohort
                       segmentation_fallback=spec.segmentation_fallback)
 
 
-def load_cohort(spec: UpennCohort | RsnaCohort | TableCohort | PhantomCohort,
+def load_cohort(spec: UpennCohort | RsnaCohort | Brats2021Cohort | TableCohort | PhantomCohort,
                 phantom_dir: Path, modalities: list[str] | None = None) -> Cohort:
     """The configured cohort, refused when nothing usable remains: no patient at all, or (given
     the ``modalities`` the run uses) a modality no patient has a file for."""
@@ -143,5 +170,6 @@ def describe(cohort: Cohort, modalities: list[str]) -> list[str]:
     return lines
 
 
-__all__ = ["CohortConfig", "PhantomCohort", "RsnaCohort", "TableCohort", "UpennCohort",
+__all__ = ["Brats2021Cohort", "CohortConfig", "PhantomCohort", "RsnaCohort", "TableCohort",
+           "UpennCohort",
            "check_not_empty", "describe", "load_cohort", "read_configured"]
