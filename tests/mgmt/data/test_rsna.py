@@ -150,9 +150,12 @@ def _prepare(root: Path, tmp_path: Path, monkeypatch, capsys, **cohort) -> tuple
         "cache_dir": str(tmp_path / "cache"), "modalities": ["struct"]}))
     monkeypatch.setattr(sys, "argv", ["gliotl", "mgmt", "prepare", str(config),
                                       "--no-progress"])
-    with pytest.raises(SystemExit) as info:
-        main()
-    return info.value.code, capsys.readouterr().err
+    try:
+        main()  # returns on success, exits on failure
+        code = 0
+    except SystemExit as info:
+        code = int(info.code or 0)
+    return code, capsys.readouterr().err
 
 
 def _one_line_error(code: int, err: str, *needles: str) -> None:
