@@ -623,6 +623,49 @@ def _per_repeat(task: str, pooled_rows: pd.DataFrame, keys: list[str], delong: b
     return pd.DataFrame(rows)
 
 
+def _pooled(task: str, keys: list[str], pooled_rows: pd.DataFrame, boot: list[str],
+            bootstrap: tuple[int, float, int], delong: bool, source: str) -> pd.DataFrame:
+    """Metrics on each unit's pooled test predictions, with bootstrap (n_boot, alpha, seed) or
+    DeLong intervals."""
+    n_boot, alpha, seed = bootstrap
+    pooled = pd.DataFrame([
+        _pooled_row(task, keys, group, part, boot, n_boot, alpha, seed, source)
+        for group, part in pooled_rows.groupby(keys, sort=True)
+    ])
+    return _delong_pooled(pooled, pooled_rows, keys) if delong else pooled
+
+
+def _blank_constant_methods(task: str, frame: pd.DataFrame, keys: list[str],
+                            per_repeat: pd.DataFrame, pooled: pd.DataFrame
+                            ) -> tuple[pd.DataFrame, set]:
+    """Regression: the units constant in every test fold, their correlations blanked."""
+    if task != "regression":
+        return pooled, set()
+    pooled, constant = _constant_methods(frame, keys, pooled)
+    _blank_constant([per_repeat, pooled], constant, keys)
+    return pooled, constant
+
+
+def _note_constant(summary: pd.DataFrame, keys: list[str], constant: set) -> None:
+    """Say why a constant unit's correlations are missing."""
+    summary["note"] = [CONSTANT_NOTE if (tuple(k) in constant and m in CORRELATIONS) else ""
+                       for k, m in zip(summary[keys].to_numpy().tolist(), summary["metric"],
+                                       strict=True)]
+
+
+def _resampling_tests(task: str, by: list[str], resampling_boot: int | None,
+                      per_fold: pd.DataFrame, pooled_rows: pd.DataFrame, primary: str,
+                      seed: int, constant: set, source: str) -> ResamplingTests | None:
+    """The repeated-CV tests of regression methods (None unless ``resampling_boot`` is set)."""
+    if by and resampling_boot is not None:
+        raise input_error(source, "by", "resampling tests compare whole methods; expected no "
+                          "'by' columns with resampling_boot")
+    if task != "regression" or resampling_boot is None:
+        return None
+    return ResamplingTests(per_fold, pooled_rows, primary, resampling_boot, seed,
+                           frozenset(k[0] for k in constant))
+
+
 def evaluate_predictions(  # noqa: PLR0913  (keyword options of the one public entry point)
     predictions: pd.DataFrame,
     task: str,
@@ -667,35 +710,19 @@ def evaluate_predictions(  # noqa: PLR0913  (keyword options of the one public e
     ci_metrics = list(ci_metrics) if ci_metrics is not None else [primary]
     keys = ["method", *by]
     delong = task == "classification" and auc_ci == "delong"
-    thresholds = None
-    if task == "classification":
-        thresholds = fold_thresholds(frame, keys, threshold, fixed_threshold, source)
+    thresholds = (fold_thresholds(frame, keys, threshold, fixed_threshold, source)
+                  if task == "classification" else None)
     per_fold = _per_fold(task, frame, keys, thresholds, delong, source)
     pooled_rows = pool_test_predictions(frame, keys, thresholds)
     per_repeat = _per_repeat(task, pooled_rows, keys, delong, source)
     boot = [m for m in ci_metrics if not (delong and m == "roc_auc")]
-    pooled = pd.DataFrame([
-        _pooled_row(task, keys, group, part, boot, n_boot, alpha, seed, source)
-        for group, part in pooled_rows.groupby(keys, sort=True)
-    ])
-    if delong:
-        pooled = _delong_pooled(pooled, pooled_rows, keys)
-    constant: set = set()
-    if task == "regression":
-        pooled, constant = _constant_methods(frame, keys, pooled)
-        _blank_constant([per_repeat, pooled], constant, keys)
+    pooled = _pooled(task, keys, pooled_rows, boot, (n_boot, alpha, seed), delong, source)
+    pooled, constant = _blank_constant_methods(task, frame, keys, per_repeat, pooled)
     summary = _summary(per_fold, per_repeat, pooled, keys, metric_names, ci_metrics)
     if task == "regression":
-        summary["note"] = [CONSTANT_NOTE if (tuple(k) in constant and m in CORRELATIONS)
-                           else "" for k, m in zip(summary[keys].to_numpy().tolist(),
-                                                   summary["metric"], strict=True)]
-    resampling = None
-    if by and resampling_boot is not None:
-        raise input_error(source, "by", "resampling tests compare whole methods; expected no "
-                          "'by' columns with resampling_boot")
-    if task == "regression" and resampling_boot is not None:
-        resampling = ResamplingTests(per_fold, pooled_rows, primary, resampling_boot, seed,
-                                     frozenset(k[0] for k in constant))
+        _note_constant(summary, keys, constant)
+    resampling = _resampling_tests(task, by, resampling_boot, per_fold, pooled_rows, primary,
+                                   seed, constant, source)
     levels = {"fold": per_fold, "repeat": per_repeat, "resampling": resampling}
     comparisons = _comparisons(frame, levels, pooled_rows, task, keys, by, reference, primary,
                                pair_on, source)

@@ -95,6 +95,20 @@ def write_drug_outputs(run: RunDir, config: ExperimentConfig, predictions: pd.Da
     steps = pd.DataFrame(data_summary["steps"]).T.reset_index(names="step")
     report.heading("Data")
     report.table(steps, caption="Samples and genes per step (after filters and gene alignment)")
+    _upstream_sections(report, extra)
+    report.heading("Target results")
+    report.table(headline_table(metrics), caption="Headline: Spearman mean and sd over "
+                 "repeats, pooled 95% CI, p vs the reference (corrected t; bootstrap and "
+                 "Wilcoxon secondary) and vs chance (permutation)")
+    _permutation_section(report, metrics)
+    add_evaluation(report, evaluation, predictions, task="regression")
+    report.heading("Config")
+    report.config(run.config())
+    report.write(run.report_path)
+
+
+def _upstream_sections(report: Any, extra: dict[str, Any]) -> None:
+    """Sections for the stages before the target results, for those this run had."""
     if "source_selection" in extra:
         report.heading("Source-drug selection")
         report.paragraph(
@@ -120,10 +134,10 @@ def write_drug_outputs(run: RunDir, config: ExperimentConfig, predictions: pd.Da
                          "method; the outer test fold was used once, for scoring.")
         report.table(pd.DataFrame(extra["nested_selection"]),
                      caption="How often each method was chosen across outer folds")
-    report.heading("Target results")
-    report.table(headline_table(metrics), caption="Headline: Spearman mean and sd over "
-                 "repeats, pooled 95% CI, p vs the reference (corrected t; bootstrap and "
-                 "Wilcoxon secondary) and vs chance (permutation)")
+
+
+def _permutation_section(report: Any, metrics: dict[str, Any]) -> None:
+    """The test against chance, with its resolution."""
     if "permutation" in metrics:
         perm = metrics["permutation"]
         report.paragraph(
@@ -132,10 +146,6 @@ def write_drug_outputs(run: RunDir, config: ExperimentConfig, predictions: pd.Da
             f"same saved splits; p = (1 + #null >= observed) / (1 + n), so the smallest "
             f"attainable p (the resolution) is {perm['resolution']:.4g}.")
         report.table(pd.DataFrame(perm["methods"]), caption="Permutation test per method")
-    add_evaluation(report, evaluation, predictions, task="regression")
-    report.heading("Config")
-    report.config(run.config())
-    report.write(run.report_path)
 
 
 _P_COLUMNS = {"corrected resampled t": "corrected t", "paired bootstrap": "bootstrap, secondary",
