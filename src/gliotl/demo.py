@@ -150,7 +150,8 @@ def _add_drug_section(report, run: RunDir, data: str) -> None:
                       f"{selected}." if selected else "Source drug fixed by the config.")
     )
     report.table(headline_table(metrics), caption="Spearman per repeat (mean, sd), pooled 95% "
-                 "bootstrap CI, paired Wilcoxon vs the two-step model")
+                 "bootstrap CI, p vs the two-step model (corrected resampled t-test; "
+                 "bootstrap and Wilcoxon secondary)")
     if "source_selection" in metrics:
         report.table(pd.DataFrame(metrics["source_selection"]["table"]),
                      caption="Source-drug selection on the intermediate step")
