@@ -126,3 +126,13 @@ def test_cli_exits_2_before_any_run_folder_exists(tmp_path, mistake):
     assert proc.returncode == 2, proc.stderr
     assert expected in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("name", ["gdsc_glioma.yaml", "ju2025.yaml"])
+def test_shipped_configs_survive_pickle(name):
+    """Pool workers and Ray receive the config by pickle: every model class in it (the params
+    and override models built at import included) must be found again by its name."""
+    import pickle
+
+    config, _ = load_experiment_config(Path(gliotl.__file__).parents[2] / "configs" / name)
+    assert pickle.loads(pickle.dumps(config)) == config

@@ -103,7 +103,8 @@ def method_kind(kind: str) -> MethodKind:
 
 
 def params_model(estimator: type, exclude: tuple[str, ...] = ("seed",),
-                 types: Mapping[str, Any] | None = None, grid: bool = True) -> type[StrictModel]:
+                 types: Mapping[str, Any] | None = None, grid: bool = True,
+                 model_name: str | None = None) -> type[StrictModel]:
     """A strict params model from ``estimator.__init__``: its parameters (minus ``exclude``),
     their defaults and type hints (``types`` replaces hints that YAML cannot express). With
     ``grid``, a nested-selection candidate may also list a ``grid`` over those parameters."""
@@ -128,7 +129,9 @@ def params_model(estimator: type, exclude: tuple[str, ...] = ("seed",),
             return value
 
         validators["_grid_keys"] = field_validator("grid")(_grid_keys)
-    return create_model(f"{estimator.__name__}Params", __base__=StrictModel,
+    # ``model_name``: the module attribute the model is bound to, so that pickle (pool workers,
+    # Ray) finds the class again; default ``<Estimator>Params``.
+    return create_model(model_name or f"{estimator.__name__}Params", __base__=StrictModel,
                         __validators__=validators, **fields)
 
 
@@ -252,12 +255,14 @@ class MGMTStatusMethod(MethodConfig):
     column: str = "mgmt_status"
 
 
-ElasticNetParams = params_model(TunedElasticNet)
-RandomForestParams = params_model(RandomForestBaseline)
+ElasticNetParams = params_model(TunedElasticNet, model_name="ElasticNetParams")
+RandomForestParams = params_model(RandomForestBaseline, model_name="RandomForestParams")
 PriorElasticNetParams = params_model(
-    TunedPriorCentredElasticNet, exclude=("source_coef", "source_intercept", "seed"))
+    TunedPriorCentredElasticNet, exclude=("source_coef", "source_intercept", "seed"),
+    model_name="PriorElasticNetParams")
 NestedParams = params_model(NestedSelector, exclude=("candidates", "seed"),
-                            types={"scoring": Literal[SCORINGS]}, grid=False)
+                            types={"scoring": Literal[SCORINGS]}, grid=False,
+                            model_name="NestedParams")
 
 
 class ElasticNetMethod(MethodConfig):
@@ -289,12 +294,15 @@ def _build_prior(method: PriorElasticNetMethod, ctx: BuildContext) -> Any:
 # -- stacking and nested selection ------------------------------------------------------------
 
 # The stackers keep their own default seed (0): the engine never passed them the job's.
-_STACKING_PARAMS = {
-    "offset": params_model(SourcePredictionOffset, exclude=("source", "seed"), types={
-        "correction": Literal["ridge", "elasticnet", "none"]}),
-    "feature": params_model(SourcePredictionStacker, exclude=("source", "seed"), types={
-        "target_model": Literal["mean", "elasticnet", "ridge"]}),
-}
+OffsetStackingParams = params_model(
+    SourcePredictionOffset, exclude=("source", "seed"),
+    types={"correction": Literal["ridge", "elasticnet", "none"]},
+    model_name="OffsetStackingParams")
+FeatureStackingParams = params_model(
+    SourcePredictionStacker, exclude=("source", "seed"),
+    types={"target_model": Literal["mean", "elasticnet", "ridge"]},
+    model_name="FeatureStackingParams")
+_STACKING_PARAMS = {"offset": OffsetStackingParams, "feature": FeatureStackingParams}
 
 
 class StackingMethod(ChainMethod):
