@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from gliotl.core.runs.rundir import foreign_entries
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -38,6 +40,8 @@ def test_quick_demo_runs_both_systems_and_summarises(quick_demo):
     for part in ("drug", "mgmt"):
         manifest = json.loads((out / part / "manifest.json").read_text())
         assert manifest["status"] == "finished"
+        # every file a finished run holds is one --overwrite knows as the run's own
+        assert foreign_entries(out / part) == [], part
     assert "spottune" in report and "routed to the" in report
     # a second run reuses the finished parts and is much faster
     start = time.perf_counter()
