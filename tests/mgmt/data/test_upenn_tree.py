@@ -252,32 +252,35 @@ def test_the_fixed_box_is_refused_on_another_grid(phantom):
         preprocess_patient(row, PreprocessConfig(preset="schmitz2024"), ["T1GD"])
 
 
-def _labels_1235(row: pd.Series) -> str:
-    path = Path(row["segmentation"])
+def _rewrite(path: Path, change) -> str:
+    """Replace the voxels of ``path`` by ``change(voxels)`` (same affine); returns the path."""
     image = nib.load(path)
-    data = np.asarray(image.dataobj).copy()
-    data[data == 4] = 5
-    data[data == 2] = 3
-    nib.save(nib.Nifti1Image(data, image.affine), path)
+    nib.save(nib.Nifti1Image(change(np.asarray(image.dataobj)), image.affine), path)
     return str(path)
+
+
+def _labels_1235(row: pd.Series) -> str:
+    def relabel(data: np.ndarray) -> np.ndarray:
+        data = data.copy()
+        data[data == 4] = 5
+        data[data == 2] = 3
+        return data
+
+    return _rewrite(Path(row["segmentation"]), relabel)
 
 
 def _float_mask(row: pd.Series) -> str:
-    path = Path(row["segmentation"])
-    image = nib.load(path)
-    data = np.asarray(image.dataobj).astype(np.float32)
-    data[data == 0] = 0.001
-    nib.save(nib.Nifti1Image(data, image.affine), path)
-    return str(path)
+    return _rewrite(Path(row["segmentation"]),
+                    lambda data: np.where(data == 0, 0.001, data).astype(np.float32))
 
 
 def _nan_voxels(row: pd.Series) -> str:
-    path = Path(row["T1GD"])
-    image = nib.load(path)
-    data = np.asarray(image.dataobj).astype(np.float32)
-    data[3, 4, 5] = np.nan
-    nib.save(nib.Nifti1Image(data, image.affine), path)
-    return str(path)
+    def one_nan(data: np.ndarray) -> np.ndarray:
+        data = data.astype(np.float32)
+        data[3, 4, 5] = np.nan
+        return data
+
+    return _rewrite(Path(row["T1GD"]), one_nan)
 
 
 def _shifted_affine(row: pd.Series) -> str:
@@ -290,10 +293,7 @@ def _shifted_affine(row: pd.Series) -> str:
 
 
 def _constant(row: pd.Series) -> str:
-    path = Path(row["FLAIR"])
-    image = nib.load(path)
-    nib.save(nib.Nifti1Image(np.full(image.shape, 7, np.int16), image.affine), path)
-    return str(path)
+    return _rewrite(Path(row["FLAIR"]), lambda data: np.full(data.shape, 7, np.int16))
 
 
 BAD_INPUTS = {
