@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
+from clirun import run_gliotl
 from gliotl.cli import main
 from gliotl.core.runs.rundir import LOCK_FILE
 
@@ -87,13 +88,7 @@ def assert_unchanged(before: dict[str, str], after: dict[str, str],
 
 def run_cli(argv: list[str], capsys) -> tuple[int, list[str]]:
     """Exit status and the non-empty stderr lines of ``gliotl argv``, run in this process."""
-    capsys.readouterr()
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    err = capsys.readouterr().err
+    code, _, err = run_gliotl(argv, capsys)
     return code, [line for line in err.splitlines() if line.strip()]
 
 

@@ -17,7 +17,7 @@ import pydicom
 import pytest
 import yaml
 
-from gliotl.cli import main
+from clirun import run_gliotl
 from gliotl.errors import GliotlError
 from gliotl.mgmt.data import CohortConfig, load_cohort
 from gliotl.mgmt.data.preprocess import PreprocessConfig, preprocess_patient
@@ -148,14 +148,8 @@ def _prepare(root: Path, tmp_path: Path, monkeypatch, capsys, **cohort) -> tuple
                    "converted": str(tmp_path / "nifti"), **cohort},
         "preprocessing": {"preset": "rsna2021", "target_shape": [16, 16, 16]},
         "cache_dir": str(tmp_path / "cache"), "modalities": ["struct"]}))
-    monkeypatch.setattr(sys, "argv", ["gliotl", "mgmt", "prepare", str(config),
-                                      "--no-progress"])
-    try:
-        main()  # returns on success, exits on failure
-        code = 0
-    except SystemExit as info:
-        code = int(info.code or 0)
-    return code, capsys.readouterr().err
+    code, _, err = run_gliotl(["mgmt", "prepare", str(config), "--no-progress"], capsys)
+    return code, err
 
 
 def _one_line_error(code: int, err: str, *needles: str) -> None:

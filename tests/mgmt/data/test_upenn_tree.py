@@ -4,7 +4,6 @@ reader looks, what it skips, what it counts, and every bad input as one line and
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -13,6 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from clirun import run_gliotl
 from gliotl.errors import GliotlError
 from gliotl.mgmt.data import PreprocessConfig, make_phantom_cohort, preprocess_patient, read_upenn
 from gliotl.mgmt.data.source import UpennCohort, load_cohort
@@ -47,16 +47,7 @@ def _labelled(truth: pd.DataFrame) -> pd.DataFrame:
 
 def _cli(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
     """`gliotl ...` through the real entry point: exit status, stdout, stderr."""
-    from gliotl.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["gliotl", *args])
-    try:
-        main()  # returns on success, exits on failure
-        code = 0
-    except SystemExit as exit_info:
-        code = int(exit_info.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_gliotl(args, capsys)
 
 
 def test_the_phantom_writes_the_tcia_tree(phantom):
