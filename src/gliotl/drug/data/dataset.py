@@ -22,6 +22,8 @@ class DrugDataset:
     releases of the same measure, e.g. GDSC1 / GDSC2; extra columns such as ``drug_id`` may follow).
     ``samples``: annotations indexed by ``sample_id`` (tissue, tissue_sub_type, mgmt_status, ...).
     ``notes``: what the reader noticed and resolved (name collisions, dropped rows), for summaries.
+    ``gene_symbols``: the symbol as the source spelled it, by expression column, where
+    harmonisation changed it (``C16orf74`` for ``C16ORF74``), so exports can give it back.
     """
 
     name: str
@@ -29,6 +31,7 @@ class DrugDataset:
     response: pd.DataFrame
     samples: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    gene_symbols: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.expression.index = self.expression.index.astype(str)
@@ -120,4 +123,5 @@ class DrugDataset:
             response=response.copy(),
             samples=self.samples.loc[ids].copy(),
             notes=list(self.notes),
+            gene_symbols=dict(self.gene_symbols),
         )

@@ -15,7 +15,7 @@ import pandas as pd
 from gliotl.core.io import read_table, require_columns
 from gliotl.drug.data._common import require_overlap, to_numeric_frame
 from gliotl.drug.data.dataset import DrugDataset
-from gliotl.drug.data.harmonise import harmonise_expression, normalise_sample_key
+from gliotl.drug.data.harmonise import given_symbols, harmonise_expression, normalise_sample_key
 from gliotl.errors import input_error
 
 _DATA_COLUMN = re.compile(r"^DATA\.(\d+)(?:\.\d+)?$")
@@ -190,6 +190,7 @@ def read_gdsc_release(
     responses["sample_id"] = [_response_sample(c, n, sample_of) for c, n in
                               zip(responses["cosmic_id"], responses["cell_line_name"], strict=True)]
     expression.index = [sample_of[c] for c in expression.index]
+    symbols = given_symbols(expression.columns)
     expression, merged = harmonise_expression(expression)
     require_overlap(set(expression.index), set(responses["sample_id"]),
                     Path(response_paths[0]), "CELL_LINE_NAME",
@@ -207,4 +208,4 @@ def read_gdsc_release(
     used = set(expression.index) | set(long["sample_id"])
     samples = samples[samples.index.isin(used)]
     return DrugDataset(name=name, expression=expression, response=long, samples=samples,
-                       notes=notes)
+                       notes=notes, gene_symbols=symbols)

@@ -48,6 +48,16 @@ def harmonise_expression(expression: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     return frame, merged
 
 
+def given_symbols(columns: Iterable[object]) -> dict[str, str]:
+    """Harmonised symbol -> the symbol as given, for symbols that harmonisation changed and
+    that only one given column became (merged columns have no single given name)."""
+    given: dict[str, list[str]] = {}
+    for column in columns:
+        given.setdefault(normalise_gene_symbol(column), []).append(str(column))
+    return {symbol: names[0] for symbol, names in given.items()
+            if len(names) == 1 and names[0] != symbol}
+
+
 def normalise_sample_key(name: object, drop_culture_suffix: bool = False) -> str:
     """Lower-case alphanumerics only, so ``U-87-MG``, ``U87 MG`` and ``u87mg`` are one key.
 

@@ -28,7 +28,12 @@ import pandas as pd
 
 from gliotl.core.io import read_json, write_json, write_parquet
 from gliotl.drug.data.dataset import DrugDataset
-from gliotl.drug.data.harmonise import harmonise_expression, key_samples, normalise_sample_key
+from gliotl.drug.data.harmonise import (
+    given_symbols,
+    harmonise_expression,
+    key_samples,
+    normalise_sample_key,
+)
 from gliotl.errors import GliotlError, input_error
 
 
@@ -276,6 +281,7 @@ def load_gdsc_pypi(cache_dir: str | Path | None = None, name: str = "GDSC") -> D
     expr_ids = _keyed(list(expression.index.astype(str)), "expression", notes)
     resp_ids = _keyed(list(response["cell_line_name"].unique()), "response", notes)
     expression.index = [expr_ids[n] for n in expression.index.astype(str)]
+    symbols = given_symbols(expression.columns)
     expression, merged = harmonise_expression(expression.astype(np.float64))
     if merged:
         notes.append(f"{merged} duplicate gene symbols averaged")
@@ -299,4 +305,4 @@ def load_gdsc_pypi(cache_dir: str | Path | None = None, name: str = "GDSC") -> D
     samples["has_expression"] = samples.index.isin(expression.index)
     return DrugDataset(name=name, expression=expression,
                        response=response[["sample_id", "drug", "measure", "value", "source"]],
-                       samples=samples, notes=notes)
+                       samples=samples, notes=notes, gene_symbols=symbols)
