@@ -37,6 +37,7 @@ from gliotl.drug.methods.baselines import (
 )
 from gliotl.drug.methods.linear_transfer import TunedPriorCentredElasticNet
 from gliotl.drug.methods.selection import SCORINGS, Candidate, NestedSelector
+from gliotl.drug.methods.sklearn_regressor import SklearnMethod, build_sklearn
 from gliotl.drug.methods.stacking import SourcePredictionOffset, SourcePredictionStacker
 from gliotl.drug.network.model import NetworkConfig, TrainConfig
 from gliotl.drug.network.transfer import PaperTransfer
@@ -357,5 +358,6 @@ for _entry in (
     MethodKind(StackingMethod, _build_stacking, Needs.NETWORK_CHAIN),
     MethodKind(MultitaskMethod, _build_multitask, Needs.MULTITASK_TRUNK, saves_final=True),
     MethodKind(NestedMethod, _build_nested),
+    MethodKind(SklearnMethod, build_sklearn),
 ):
     register_method(_entry)
