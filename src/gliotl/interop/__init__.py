@@ -1,0 +1,1 @@
+"""Interoperability with other drug-response frameworks (drevalpy)."""
