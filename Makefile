@@ -5,7 +5,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.gliotl-installed
 
-.PHONY: demo test lint install clean bench
+.PHONY: demo test lint install clean bench test-drevalpy
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,10 +28,22 @@ test: install
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
+# drevalpy 1.6.0 would downgrade typer (and pandas) in .venv, so it gets an environment of its
+# own, with the same torch; its tests are skipped in `make test`.
+DREVALPY_VENV ?= .venv-drevalpy
+$(DREVALPY_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(DREVALPY_VENV)
+	$(DREVALPY_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	$(DREVALPY_VENV)/bin/python -m pip install -q -e ".[drevalpy]" "pytest>=7" pytest-timeout
+	touch $@
+
+test-drevalpy: $(DREVALPY_VENV)/.installed
+	$(DREVALPY_VENV)/bin/python -m pytest -q -m drevalpy tests/interop
+
 bench: install
 	$(BIN)/python benchmarks/bench_drug.py
 	$(BIN)/python benchmarks/bench_mri_data.py
 	$(BIN)/python benchmarks/bench_mgmt.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info
+	rm -rf $(VENV) $(DREVALPY_VENV) build src/*.egg-info
