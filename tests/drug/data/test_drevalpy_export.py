@@ -93,15 +93,17 @@ def write_drevalpy_folder(root):
     """A folder as drevalpy writes it: PubChem IDs, a prediction and a feature-index column."""
     folder = root / "mine"
     folder.mkdir(parents=True)
-    pd.DataFrame({"cell_line_name": ["NA", "A-1", "B2", "NA"],
-                  "pubchem_id": ["5394", "5394", "60750", "60750"],
-                  "tissue": ["Blood", "", "Lung", "Blood"],
-                  "LN_IC50": [1.0, 2.0, 3.0, 4.0], "predictions": [1.1, 2.1, 2.9, 4.2],
-                  "feature_0": [0, 1, 0, 1]}).to_csv(folder / "mine.csv", index=False)
+    pd.DataFrame({"cell_line_name": ["NA", "A-1", "B2", "NA", "B2", "B2"],
+                  "pubchem_id": ["5394", "5394", "60750", "60750", "1", "2"],
+                  "tissue": ["Blood", "", "Lung", "Blood", "Lung", "Lung"],
+                  "LN_IC50": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+                  "predictions": [1.1, 2.1, 2.9, 4.2, 5.0, 6.0],
+                  "feature_0": [0, 1, 0, 1, 0, 1]}).to_csv(folder / "mine.csv", index=False)
     pd.DataFrame({"cell_line_name": ["NA", "A-1", "B2"], "TP53": [1.0, 2.0, 3.0],
                   "C16orf74": [0.5, 0.1, 0.2]}).to_csv(folder / "gene_expression.csv",
                                                        index=False)
-    pd.DataFrame({"pubchem_id": ["5394", "60750"], "drug_name": ["Temozolomide", "Gemcitabine"]}
+    pd.DataFrame({"pubchem_id": ["5394", "60750", "1", "2"],
+                  "drug_name": ["Temozolomide", "Gemcitabine", "Twin", "Twin"]}
                  ).to_csv(folder / "drug_names.csv", index=False)
     return folder
 
@@ -109,7 +111,7 @@ def write_drevalpy_folder(root):
 def test_reading_drevalpy_data_maps_drugs_skips_predictions_and_keeps_na(tmp_path):
     write_drevalpy_folder(tmp_path)
     dataset = read_drevalpy(tmp_path)
-    assert dataset.drugs() == ["Gemcitabine", "Temozolomide"]
+    assert dataset.drugs() == ["Gemcitabine", "Temozolomide", "Twin (1)", "Twin (2)"]
     assert dataset.measures() == ["LN_IC50"]
     assert any("predictions, feature_0 skipped" in note for note in dataset.notes)
     assert dataset.samples.loc["na", "cell_line_name"] == "NA"
@@ -125,7 +127,7 @@ def test_cli_export_of_a_spec_and_its_refusals(tmp_path, capsys):
     code, out, err = run_gliotl(["data", "export", spec, tmp_path / "out", "--format",
                                  "drevalpy", "--name", "mine_copy"], capsys)
     assert code == 0, err
-    assert "3 cell lines, 2 drugs, 2 genes" in out
+    assert "3 cell lines, 4 drugs, 2 genes" in out
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["export.json", "meta",
                                                                    "mine_copy"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left

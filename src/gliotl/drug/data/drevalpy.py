@@ -74,13 +74,10 @@ def _drug_labels(table: pd.DataFrame, drug_col: str, folder: Path) -> pd.Series:
     names = read_table(names_path, **_AS_TEXT)
     require_columns(names, ["pubchem_id", "drug_name"], names_path)
     names = names.dropna(subset=["drug_name"]).drop_duplicates("pubchem_id")
-    by_id = dict(zip(names["pubchem_id"].astype(str), names["drug_name"].astype(str),
-                     strict=True))
-    clashes = names["drug_name"].duplicated(keep=False)
-    if clashes.any():
-        shared = names.loc[clashes, "drug_name"].iloc[0]
-        raise input_error(names_path, "drug_name", f"'{shared}' names several pubchem_ids; "
-                          "expected one name per drug")
+    label = names["drug_name"].astype(str)
+    shared = label.duplicated(keep=False)  # one name, several compounds: keep them apart
+    label = label.where(~shared, label + " (" + names["pubchem_id"].astype(str) + ")")
+    by_id = dict(zip(names["pubchem_id"].astype(str), label, strict=True))
     return ids.map(lambda d: by_id.get(d, d))
 
 
@@ -178,7 +175,7 @@ def read_drevalpy(path: str | Path, dataset_name: str | None = None,
     ids = table["cell_line_name"].astype(str).map(resp_map)
     require_overlap(set(expression.index), set(ids), response_path, "cell_line_name",
                     f"the expression file {expression_path}")
-    release = table["release"].astype(str) if "release" in table.columns else name
+    release = table["release"].fillna(name).astype(str) if "release" in table.columns else name
     long = values.assign(sample_id=ids, drug=_drug_labels(table, drug_col, folder),
                          source=release).melt(
         id_vars=["sample_id", "drug", "source"], var_name="measure", value_name="value"
