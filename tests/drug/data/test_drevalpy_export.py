@@ -141,8 +141,9 @@ def test_cli_export_of_a_spec_and_its_refusals(tmp_path, capsys):
         ([spec, tmp_path / "o3", "--replicates", "median"], "--replicates"),
         ([spec, tmp_path / "o4", "--release", "GDSC9"], "--release"),
         ([spec, tmp_path / "o5", "--name", "GDSC2"], "--name"),
+        ([spec, tmp_path / "o6", "--name", "../escape"], "--name"),
     ]:
         code, out, err = run_gliotl(["data", "export", *argv], capsys)
         assert code == 2 and len(err.strip().splitlines()) == 1 and field in err, err
     assert hashlib.sha256((taken / "mine.txt").read_bytes()).hexdigest() == before
-    assert not any((tmp_path / f"o{i}").exists() for i in range(2, 6))
+    assert not any((tmp_path / f"o{i}").exists() for i in range(2, 7))

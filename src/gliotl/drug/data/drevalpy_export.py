@@ -23,12 +23,14 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 import pandas as pd
+from pydantic import TypeAdapter, ValidationError
 
+from gliotl.core.config import SafeName
 from gliotl.core.io import current_umask, write_csv, write_json
 from gliotl.drug.data.dataset import DrugDataset
 from gliotl.errors import input_error
@@ -163,6 +165,11 @@ def export_drevalpy(dataset: DrugDataset, out: str | Path, name: str | None = No
     everything is written into a hidden sibling folder that is renamed onto ``out`` at the end."""
     out = Path(out)
     name = name or dataset.name
+    try:
+        TypeAdapter(SafeName).validate_python(name)
+    except ValidationError as exc:
+        message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise input_error(out, "--name", message) from None
     if name in DREVALPY_BUILTIN_NAMES:
         raise input_error(out, "--name", f"'{name}' is a drevalpy built-in dataset that drevalpy "
                           "downloads instead of reading; choose another name")
@@ -194,4 +201,4 @@ def export_drevalpy(dataset: DrugDataset, out: str | Path, name: str | None = No
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return ExportSummary(**{**summary.__dict__, "folder": out / name})
+    return replace(summary, folder=out / name)
