@@ -82,3 +82,12 @@ def test_unknown_method_names_the_config_field(chain):
     path, _, dataset = chain
     with pytest.raises(GliotlError, match=r"field 'method': no method 'nope'"):
         ConfiguredMethodRegressor(path, "nope").fit(dataset.expression.iloc[:3], [1.0, 2.0, 3.0])
+
+
+def test_a_target_gene_missing_upstream_names_the_step(chain, tmp_path):
+    path, _, dataset = chain
+    glioma = dataset.samples.index[dataset.samples.tissue == "glioma"][:6]
+    X = dataset.expression.loc[glioma].assign(NOT_A_GENE=1.0)
+    model = ConfiguredMethodRegressor(path, "two_step", work_dir=tmp_path / "w")
+    with pytest.raises(GliotlError, match=r"steps.source': 1 target genes .*'NOT_A_GENE'"):
+        model.fit(X, dataset.responses("Temozolomide", "AUC").reindex(glioma).to_numpy())

@@ -192,7 +192,9 @@ def write_drevalpy(dataset: DrugDataset, path: str | Path, dataset_name: str | N
     """Write ``dataset`` in drevalpy's layout; returns the dataset folder.
 
     One response row per (cell line, drug) with one column per measure; repeated measurements
-    (and several sources unless ``source`` picks one) are averaged.
+    (and several sources unless ``source`` picks one) are averaged. This compact form feeds the
+    synthetic chain; :func:`gliotl.drug.data.drevalpy_export.export_drevalpy` (``gliotl data
+    export``) is the lossless export that drevalpy's models run on.
     """
     name = dataset_name or dataset.name
     folder = Path(path) / name
