@@ -114,8 +114,8 @@ def run_demo(out: Path, quick: bool = False, overwrite: bool = False,
     report.table(pd.DataFrame({
         "part": ["drug response", "MGMT"],
         "run directory": [str(drug_run.path), str(mgmt_run.path)],
-        "wall time (s)": [round(seconds["drug"], 1), round(seconds["mgmt"], 1)],
-    }))
+        "wall time (s)": [seconds["drug"], seconds["mgmt"]],
+    }), float_format="{:.1f}")
     path = report.write(out / "report.html") or out / "report.html"
     return DemoResult(Path(path), drug_run, mgmt_run, drug_data, seconds)
 
@@ -133,8 +133,8 @@ def _run_or_reuse(runner, path: Path, overwrite: bool) -> RunDir:
 def _add_drug_section(report, run: RunDir, data: str) -> None:
     import json
 
-    from gliotl.core.reporting.plots import per_repeat_boxplot
-    from gliotl.drug.pipeline.report import headline_table
+    from gliotl.core.reporting.plots import forest_plot, per_repeat_boxplot, predicted_vs_observed
+    from gliotl.drug.pipeline.report import headline_table, statistic_notes
 
     metrics = json.loads(run.metrics_path.read_text())
     report.heading("1. Drug response: temozolomide on glioma lines by N-step transfer")
@@ -155,6 +155,16 @@ def _add_drug_section(report, run: RunDir, data: str) -> None:
     if "source_selection" in metrics:
         report.table(pd.DataFrame(metrics["source_selection"]["table"]),
                      caption="Source-drug selection on the intermediate step")
+    for note in statistic_notes(metrics):
+        report.note(note)
+    summary = pd.DataFrame(target["summary"])
+    pooled = summary[summary["metric"] == target["primary_metric"]].rename(
+        columns={"pooled": "estimate"})
+    report.figure(forest_plot(pooled, "pooled Spearman", target["reference"], null_value=0.0),
+                  caption="Forest plot: pooled Spearman per method with its 95% bootstrap CI "
+                          "(reference in red)")
+    report.figure(predicted_vs_observed(pd.read_csv(run.predictions_path)),
+                  caption="Predicted vs observed (pooled out-of-fold test predictions)")
     per_repeat = pd.DataFrame(target["per_repeat"])
     if len(per_repeat):
         report.figure(per_repeat_boxplot(per_repeat, target["primary_metric"]),
@@ -162,7 +172,16 @@ def _add_drug_section(report, run: RunDir, data: str) -> None:
 
 
 def _add_mgmt_section(report, run: RunDir) -> None:
-    from gliotl.mgmt.pipeline.report import compact_table, roc_figure, usage_figure
+    from gliotl.core.reporting.notes import degenerate_interval_note
+    from gliotl.core.reporting.plots import learning_curves
+    from gliotl.mgmt.pipeline.report import (
+        auc_forest_figure,
+        compact_table,
+        holdout_table,
+        roc_figure,
+        routing_figure,
+        usage_figure,
+    )
 
     report.heading("2. MGMT methylation from MRI: SpotTune on a phantom cohort")
     report.paragraph("ResNet-10 pretrained by tumour segmentation on a separate phantom cohort "
@@ -174,10 +193,36 @@ def _add_mgmt_section(report, run: RunDir) -> None:
     predictions = pd.read_csv(run.predictions_path)
     fused = predictions[predictions["level"] == "group"]
     group = widest_group(table["group"])
+    holdout = holdout_table(run)
+    holdout = holdout[holdout["group"] == group]
+    note = degenerate_interval_note(holdout, "method", "roc_auc_ci_low", "roc_auc_ci_high",
+                                    "DeLong AUC CI")
+    if note:
+        report.note(note)
+    report.figure(auc_forest_figure(holdout, run.config().get("reference")),
+                  caption=f"Forest plot: hold-out AUC with DeLong 95% CI, fused group "
+                          f"'{group}' (reference in red)")
     report.figure(roc_figure(fused, group),
                   caption=f"Hold-out ROC and precision-recall curves, fused group '{group}'")
+    _add_policy_figures(report, run, routing_figure, usage_figure)
+    history_path = run.path / "history.csv"
+    if history_path.is_file() and history_path.stat().st_size > 1:
+        report.figure(learning_curves(pd.read_csv(history_path)),
+                      caption="Learning curves per method: mean over fold models and "
+                              "modalities per epoch (band: range), from history.csv")
+
+
+def _add_policy_figures(report, run: RunDir, routing_figure, usage_figure) -> None:
+    """The per-class routing heatmap from routing.csv (runs from before it: the usage bars)."""
+    routing_path = run.path / "routing.csv"
     usage_path = run.path / "policy_usage.csv"
-    if usage_path.is_file():
+    if routing_path.is_file():
+        routing = pd.read_csv(routing_path)
+        for method in routing["method"].unique():
+            report.figure(routing_figure(routing, method),
+                          caption=f"{method}: fraction of hold-out patients routed to the "
+                                  "fine-tuned copy, per modality and block, by MGMT class")
+    elif usage_path.is_file():
         usage = pd.read_csv(usage_path)
         for method in usage["method"].unique():
             report.figure(usage_figure(usage, method),

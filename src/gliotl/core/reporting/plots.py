@@ -92,8 +92,74 @@ def roc_pr_curves(predictions: pd.DataFrame, methods: Sequence[str] | None = Non
         ax_pr.axhline(prevalence, color="#999999", lw=1, ls="--")
     ax_pr.set(xlabel="recall", ylabel="precision", title="Precision-recall (pooled test)",
               ylim=(0, 1.02))
-    for ax in (ax_roc, ax_pr):
-        ax.legend(fontsize=8, loc="lower right" if ax is ax_roc else "upper right")
+    for ax in (ax_roc, ax_pr):  # below the axes: inside, the legend covers the curves
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1,
+                  frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def forest_plot(estimates: pd.DataFrame, metric: str, reference: str | None = None,
+                null_value: float | None = None) -> Figure:
+    """Every method's ``metric`` (e.g. "pooled Spearman") with its 95% CI, best first; the
+    reference method is drawn in another colour with its estimate as a dashed line, chance as a
+    dotted one.
+
+    ``estimates`` has columns ``method``, ``estimate``, ``ci_low`` and ``ci_high`` (a missing
+    CI draws the point alone; a missing estimate leaves the method out, named in the title)."""
+    frame = estimates.dropna(subset=["estimate"]).sort_values("estimate", ascending=True)
+    left_out = sorted(set(estimates["method"]) - set(frame["method"]))
+    fig, ax = plt.subplots(figsize=(7.5, max(2.2, 0.38 * len(frame) + 1.3)))
+    y = np.arange(len(frame))
+    is_reference = (frame["method"] == reference).to_numpy()
+    colours = np.where(is_reference, "#c0392b", "#3b6ea5")
+    low = (frame["estimate"] - frame["ci_low"]).clip(lower=0).fillna(0).to_numpy()
+    high = (frame["ci_high"] - frame["estimate"]).clip(lower=0).fillna(0).to_numpy()
+    for i in range(len(frame)):
+        ax.errorbar(frame["estimate"].iloc[i], y[i], xerr=[[low[i]], [high[i]]], fmt="o",
+                    color=colours[i], ecolor=colours[i], capsize=3, ms=5, lw=1.4)
+    labels = [f"{name} (reference)" if ref else str(name)
+              for name, ref in zip(frame["method"], is_reference, strict=True)]
+    ax.set_yticks(y, labels, fontsize=9)
+    for tick, ref in zip(ax.get_yticklabels(), is_reference, strict=True):
+        if ref:
+            tick.set_color("#c0392b")
+            tick.set_fontweight("bold")
+    if is_reference.any():
+        ax.axvline(float(frame.loc[is_reference, "estimate"].iloc[0]), color="#c0392b",
+                   lw=1, ls="--", alpha=0.7)
+    if null_value is not None:
+        ax.axvline(null_value, color="#777777", lw=1, ls=":")
+    ax.set_xlabel(f"{metric} (95% CI)")
+    title = f"{metric[:1].upper()}{metric[1:]} per method"
+    if left_out:
+        title += f"\nnot shown (no estimate): {', '.join(map(str, left_out))}"
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+LEARNING_CURVE_PANELS = (("train_loss", "training loss"), ("val_loss", "validation loss"),
+                         ("val_auc", "validation AUC"))
+
+
+def learning_curves(history: pd.DataFrame, group: str = "method",
+                    panels: Sequence[tuple[str, str]] = LEARNING_CURVE_PANELS) -> Figure:
+    """Per epoch, the mean over every fold model (and modality) of each ``group``, with the
+    range over them shaded: readable at any number of folds and modalities."""
+    shown = [(column, label) for column, label in panels if column in history.columns]
+    fig, axes = plt.subplots(1, max(1, len(shown)), figsize=(4.2 * max(1, len(shown)), 3.4),
+                             squeeze=False)
+    for ax, (column, label) in zip(axes.flat, shown, strict=False):
+        for name, part in history.groupby(group, sort=True):
+            per_epoch = part.groupby("epoch")[column].agg(["mean", "min", "max"])
+            line = ax.plot(per_epoch.index, per_epoch["mean"], lw=1.5, label=str(name))[0]
+            ax.fill_between(per_epoch.index, per_epoch["min"], per_epoch["max"],
+                            color=line.get_color(), alpha=0.15, lw=0)
+        ax.set(xlabel="epoch", ylabel=label, title=label)
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=8, frameon=False)
     fig.tight_layout()
     return fig
 
@@ -134,17 +200,29 @@ def summary_table(evaluation: Evaluation) -> pd.DataFrame:
         primary = part.loc[evaluation.primary_metric]
         row[f"pooled {evaluation.primary_metric} [95% CI]"] = (
             f"{primary['pooled']:.3f} [{primary['ci_low']:.3f}, {primary['ci_high']:.3f}]"
-            if np.isfinite(primary["ci_low"]) else f"{primary['pooled']:.3f}")
+            if np.isfinite(primary["ci_low"]) else
+            ("n/a" if np.isnan(primary["pooled"]) else f"{primary['pooled']:.3f}"))
         rows.append(row)
     return pd.DataFrame(rows)
 
 
+def pooled_estimates(evaluation: Evaluation) -> pd.DataFrame:
+    """The pooled primary metric with its CI per method, in ``forest_plot``'s layout."""
+    summary = evaluation.summary
+    part = summary[summary["metric"] == evaluation.primary_metric].copy()
+    part["method"] = part[evaluation.keys].astype(str).agg(" / ".join, axis=1)
+    return part.rename(columns={"pooled": "estimate"})[["method", "estimate", "ci_low",
+                                                         "ci_high"]]
+
+
 def add_evaluation(report: Report, evaluation: Evaluation, predictions: pd.DataFrame,
-                   task: str | None = None) -> Report:
-    """The standard results section: summary, comparisons, and the task's plots."""
+                   task: str | None = None, heading: str | None = "Results") -> Report:
+    """The standard results section: summary, comparisons, and the task's plots (under
+    ``heading``; None when the caller has already opened the section)."""
     task = task or evaluation.task
     by = evaluation.keys[1:]
-    report.heading("Results")
+    if heading:
+        report.heading(heading)
     over = "repeats" if _n_repeats(evaluation) > 1 else "folds"
     report.paragraph(
         f"Metrics on test predictions. Mean ± sd over {over}; "
@@ -162,6 +240,11 @@ def add_evaluation(report: Report, evaluation: Evaluation, predictions: pd.DataF
         report.table(evaluation.comparisons, caption=f"Each method vs '{evaluation.reference}' "
                      "(test named per row; difference = method - reference)", float_format="{:.4g}")
     report.heading("Plots")
+    report.figure(forest_plot(pooled_estimates(evaluation), f"pooled {evaluation.primary_metric}",
+                              evaluation.reference, null_value=0.0 if task == "regression"
+                              else 0.5),
+                  caption=f"Forest plot: pooled {evaluation.primary_metric} per method with "
+                          "its 95% bootstrap CI (reference in red)")
     if task == "regression":
         report.figure(predicted_vs_observed(predictions, by=by),
                       caption="Predicted vs observed (pooled test predictions)")
@@ -182,7 +265,11 @@ def _n_repeats(evaluation: Evaluation) -> int:
 
 
 __all__ = [
+    "LEARNING_CURVE_PANELS",
     "add_evaluation",
+    "forest_plot",
+    "learning_curves",
+    "pooled_estimates",
     "per_repeat_boxplot",
     "predicted_vs_observed",
     "roc_pr_curves",

@@ -1,7 +1,8 @@
 """One self-contained HTML page per run: inline CSS, plots as embedded PNG, no external resources.
 
 The page must open from a copied folder or an e-mail attachment with no network, so nothing is
-linked (no CDN, fonts or scripts) and every piece of text is HTML-escaped.
+linked (no CDN, fonts or scripts) and every piece of text is HTML-escaped. Every figure is also
+written as SVG and PDF into ``figures/`` beside the page, for papers.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from gliotl.core.io import write_text
+from gliotl.core.io import write_bytes, write_text
+
+FIGURES_FOLDER = "figures"
+"""Where ``Report.write`` puts each figure's SVG and PDF, beside the HTML page."""
+FIGURE_FORMATS = ("svg", "pdf")
+# No creation dates in the vector files: the same run gives the same bytes.
+_VECTOR_METADATA = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
@@ -33,9 +41,12 @@ tr:nth-child(even) td { background: #f8fafc; }
 figure { margin: 1.2em 0; }
 figure img { max-width: 100%; border: 1px solid #e0e0e0; }
 figcaption { font-size: .9em; color: #555; }
+figcaption .files { color: #888; font-size: .85em; }
 pre { background: #f5f5f7; padding: .8em; overflow-x: auto; font-size: .88em; }
 .note { padding: .6em .9em; border-left: 4px solid #3b6ea5; background: #eef3f8; margin: 1em 0; }
 .note.warning { border-color: #c77700; background: #fff4e0; }
+details { margin: 1em 0; }
+summary { cursor: pointer; color: #24476b; }
 .footer { margin-top: 3em; font-size: .8em; color: #777; }
 """
 
@@ -61,6 +72,7 @@ class Report:
     def __init__(self, title: str) -> None:
         self.title = title
         self._blocks: list[str] = []
+        self._figures: dict[str, dict[str, bytes]] = {}
 
     def heading(self, text: str, level: int = 2) -> Report:
         level = min(max(int(level), 1), 6)
@@ -95,28 +107,62 @@ class Report:
         self._blocks.append("".join(parts))
         return self
 
-    def figure(self, fig: Any, caption: str | None = None, dpi: int = 110) -> Report:
-        """Embed a matplotlib figure as a base64 PNG and close it (figures hold memory)."""
+    def figure(self, fig: Any, caption: str | None = None, dpi: int = 110,
+               name: str | None = None) -> Report:
+        """Embed a matplotlib figure as a base64 PNG, keep its SVG and PDF for ``write()``, and
+        close it (figures hold memory). ``name`` (default: from the caption) names the files."""
         import matplotlib.pyplot as plt
 
         buffer = io.BytesIO()
+        vectors: dict[str, bytes] = {}
         try:
             fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+            for fmt in FIGURE_FORMATS:
+                vector = io.BytesIO()
+                fig.savefig(vector, format=fmt, bbox_inches="tight",
+                            metadata=_VECTOR_METADATA[fmt])
+                vectors[fmt] = vector.getvalue()
         finally:
             plt.close(fig)
+        stem = self._figure_stem(name or caption or "figure")
+        self._figures[stem] = vectors
         data = base64.b64encode(buffer.getvalue()).decode("ascii")
         alt = html.escape(str(caption or "figure"), quote=True)
-        block = f'<figure><img alt="{alt}" src="data:image/png;base64,{data}">'
-        if caption:
-            block += f"<figcaption>{html.escape(str(caption))}</figcaption>"
+        block = (f'<figure data-file="{html.escape(stem, quote=True)}">'
+                 f'<img alt="{alt}" src="data:image/png;base64,{data}">')
+        links = " ".join(f"{FIGURES_FOLDER}/{stem}.{fmt}" for fmt in FIGURE_FORMATS)
+        text = f"{caption} " if caption else ""
+        block += (f'<figcaption>{html.escape(text)}'
+                  f'<span class="files">({html.escape(links)})</span></figcaption>')
         self._blocks.append(block + "</figure>")
         return self
 
-    def config(self, config: dict[str, Any], caption: str = "Configuration") -> Report:
-        """The resolved config as YAML, so the page says exactly what was run."""
+    def _figure_stem(self, label: str) -> str:
+        """A unique, plain file stem: running number and the label's words."""
+        words = re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-").lower()[:60].strip("-")
+        return f"{len(self._figures) + 1:02d}-{words or 'figure'}"
+
+    @property
+    def figure_files(self) -> list[str]:
+        """Paths, relative to the page's folder, of the vector files ``write()`` saves."""
+        return [f"{FIGURES_FOLDER}/{stem}.{fmt}" for stem in self._figures
+                for fmt in FIGURE_FORMATS]
+
+    def config(self, config: dict[str, Any], caption: str = "Configuration",
+               non_default: dict[str, Any] | None = None) -> Report:
+        """The config as YAML, so the page says exactly what was run: with ``non_default``, only
+        the values that differ from gliotl's defaults are shown and the full resolved config
+        (also in ``config.yaml``) sits in a collapsed block."""
         text = yaml.safe_dump(_plain(config), sort_keys=False, allow_unicode=True)
         self.heading(caption, 2)
-        self._blocks.append(f"<pre>{html.escape(text)}</pre>")
+        if non_default is None:
+            self._blocks.append(f"<pre>{html.escape(text)}</pre>")
+            return self
+        short = yaml.safe_dump(_plain(non_default), sort_keys=False, allow_unicode=True)
+        self.paragraph("Values that differ from gliotl's defaults:")
+        self._blocks.append(f'<pre class="config-non-default">{html.escape(short)}</pre>')
+        self._blocks.append("<details><summary>Full resolved configuration (as in config.yaml)"
+                            f"</summary><pre>{html.escape(text)}</pre></details>")
         return self
 
     def html(self) -> str:
@@ -132,6 +178,14 @@ class Report:
         )
 
     def write(self, path: str | Path) -> Path:
+        """The page, and each figure's SVG and PDF in ``figures/`` beside it (figures first, so
+        a page never names files that are not there)."""
+        folder = Path(path).parent / FIGURES_FOLDER
+        if self._figures:
+            folder.mkdir(parents=True, exist_ok=True)
+        for stem, vectors in self._figures.items():
+            for fmt, data in vectors.items():
+                write_bytes(folder / f"{stem}.{fmt}", data)
         return write_text(path, self.html())
 
 

@@ -45,9 +45,11 @@ RUN_FILES = frozenset({
     "config.yaml", "manifest.json", "splits.csv", "predictions.csv", "metrics.json",
     "report.html", "cohort.csv", "cohort_summary.json", "source_selection.csv", "source_cv.csv",
     "nested_selection.csv", "history.csv", "policy_usage.csv", "splits_selection.csv",
-    "cohort.exclusions.json", "tuning.csv", "permutation_null.csv", LOCK_FILE,
+    "cohort.exclusions.json", "tuning.csv", "permutation_null.csv", "routing.csv",
+    LOCK_FILE,
 })
-RUN_FOLDERS = frozenset({"checkpoints", "jobs", "data", "cache", "cohort", "pretrain_cohort"})
+RUN_FOLDERS = frozenset({"checkpoints", "jobs", "data", "cache", "cohort", "pretrain_cohort",
+                         "figures"})
 """Everything a run writes at its top level (``splits_source_<drug>.csv`` and temporary files
 of an interrupted write aside); anything else in a folder means it holds the user's files."""
 

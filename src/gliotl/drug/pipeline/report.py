@@ -92,19 +92,46 @@ def write_drug_outputs(run: RunDir, config: ExperimentConfig, predictions: pd.Da
         f"sets); a paired bootstrap over samples (conditional on the fitted models, liberal on "
         f"null data) and a Wilcoxon over repeats (repeats share samples) are secondary."
     )
-    steps = pd.DataFrame(data_summary["steps"]).T.reset_index(names="step")
     report.heading("Data")
-    report.table(steps, caption="Samples and genes per step (after filters and gene alignment)")
+    report.table(steps_table(data_summary),
+                 caption="Samples and genes per step (after filters and gene alignment)")
     _upstream_sections(report, extra)
     report.heading("Target results")
     report.table(headline_table(metrics), caption="Headline: Spearman mean and sd over "
                  "repeats, pooled 95% CI, p vs the reference (corrected t; bootstrap and "
                  "Wilcoxon secondary) and vs chance (permutation)")
+    for note in statistic_notes(metrics):
+        report.note(note)
     _permutation_section(report, metrics)
-    add_evaluation(report, evaluation, predictions, task="regression")
-    report.heading("Config")
-    report.config(run.config())
+    add_evaluation(report, evaluation, predictions, task="regression", heading=None)
+    report.config(run.config(), caption="Config",
+                  non_default=config.model_dump(mode="json", exclude_defaults=True))
     report.write(run.report_path)
+
+
+def steps_table(data_summary: dict[str, Any]) -> pd.DataFrame:
+    """Samples and genes per step, counts as integers (a transposed all-number frame is float)."""
+    steps = pd.DataFrame(data_summary["steps"]).T.reset_index(names="step")
+    for column in ("samples", "genes"):
+        if column in steps.columns:
+            steps[column] = pd.to_numeric(steps[column]).round().astype("Int64")
+    return steps
+
+
+def statistic_notes(metrics: dict[str, Any]) -> list[str]:
+    """Notes where a p-value is at its resolution limit (Wilcoxon over few repeats,
+    permutation p at 1/(n+1))."""
+    from gliotl.core.reporting.notes import permutation_floor_note, wilcoxon_floor_note
+
+    per_repeat = pd.DataFrame(metrics["target"].get("per_repeat", []))
+    notes = []
+    if "repeat" in per_repeat.columns:
+        notes.append(wilcoxon_floor_note(int(per_repeat["repeat"].nunique())))
+    if "permutation" in metrics:
+        perm = metrics["permutation"]
+        notes.append(permutation_floor_note(pd.DataFrame(perm["methods"]),
+                                            int(perm["n_permutations"])))
+    return [note for note in notes if note]
 
 
 def _upstream_sections(report: Any, extra: dict[str, Any]) -> None:

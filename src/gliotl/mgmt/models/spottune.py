@@ -172,6 +172,7 @@ class SpotTune(nn.Module):
         self.register_buffer("_usage_tuned", torch.zeros(n_blocks, dtype=torch.long), False)
         self.register_buffer("_usage_seen", torch.zeros((), dtype=torch.long), False)
         self._last_probs: torch.Tensor | None = None
+        self._routing_log: list[np.ndarray] = []
         self.train(backbone.training)
 
     def _init_routing(self, policy: nn.Module | None, n_blocks: int) -> None:
@@ -282,6 +283,14 @@ class SpotTune(nn.Module):
     def reset_policy_usage(self) -> None:
         self._usage_tuned.zero_()
         self._usage_seen.zero_()
+        self._routing_log = []
+
+    def routing_decisions(self) -> np.ndarray:
+        """Per sample (in forward order) and block, True = tuned copy, for every evaluation
+        forward since ``reset_policy_usage()``: per-patient routing, so it can be split by class."""
+        if not self._routing_log:
+            return np.zeros((0, self.n_blocks), dtype=bool)
+        return np.concatenate(self._routing_log, axis=0)
 
     def policy_usage(self) -> pd.DataFrame:
         """Per block: samples seen in evaluation and the fraction routed to the tuned copy."""
@@ -378,6 +387,7 @@ class SpotTune(nn.Module):
     def _record(self, gates: torch.Tensor) -> None:
         self._usage_tuned += gates.sum(dim=0).to(self._usage_tuned.device, torch.long)
         self._usage_seen += gates.shape[0]
+        self._routing_log.append(gates.detach().cpu().numpy().astype(bool))
 
 
 __all__ = ["FORCE_GATES", "PolicyNet", "SpotTune"]

@@ -166,7 +166,22 @@ def fold_job(job_dir: Path, request: FoldRequest) -> dict[str, Any]:
     }
     if isinstance(model, SpotTune):  # usage recorded on the last (hold-out) pass
         out["policy_usage"] = model.policy_usage().assign(**tags)
+        out["routing"] = routing_table(model, datasets["test"]).assign(**tags)
     return out
+
+
+def routing_table(model: Any, dataset: Any) -> pd.DataFrame:
+    """Per hold-out patient and block: the routing of the last evaluation pass (1 = tuned copy)
+    with the patient's label, so the policy can be read per MGMT class."""
+    decisions = model.routing_decisions()
+    if len(decisions) != len(dataset):
+        return pd.DataFrame(columns=["sample_id", "y_true", "block", "tuned"])
+    return pd.DataFrame({
+        "sample_id": np.repeat(np.asarray(dataset.patient_ids, dtype=object), model.n_blocks),
+        "y_true": np.repeat(np.asarray(dataset.labels), model.n_blocks),
+        "block": np.tile(np.asarray(model.block_names, dtype=object), len(dataset)),
+        "tuned": decisions.reshape(-1).astype(int),
+    })
 
 
 __all__ = [

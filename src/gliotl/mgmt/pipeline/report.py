@@ -10,6 +10,7 @@ import pandas as pd
 
 from gliotl.core.evaluation.evaluate import fold_ensemble, records
 from gliotl.core.io import write_csv, write_json
+from gliotl.core.reporting.notes import degenerate_interval_note
 from gliotl.core.runs.rundir import RunDir
 from gliotl.mgmt.config import MGMTExperimentConfig
 from gliotl.mgmt.methods import method_label
@@ -83,6 +84,50 @@ def usage_figure(summary: pd.DataFrame, method: str):
     return fig
 
 
+CLASS_NAMES = {0: "unmethylated", 1: "methylated"}
+ROUTING_COLUMNS = ["method", "modality", "fold", "sample_id", "y_true", "block", "tuned"]
+"""routing.csv: per hold-out patient, block and fold model, 1 = routed to the tuned copy."""
+
+
+def routing_figure(routing: pd.DataFrame, method: str):
+    """Heatmap per MGMT class: modality x block, the fraction of hold-out patients (over every
+    fold model) routed through the fine-tuned copy. Readable at 11 modalities x 16 blocks."""
+    import matplotlib.pyplot as plt
+
+    part = routing[routing["method"] == method]
+    modalities = list(dict.fromkeys(part["modality"]))
+    blocks = list(dict.fromkeys(part["block"]))
+    classes = sorted(int(c) for c in part["y_true"].unique())
+    width = max(3.0, 0.42 * len(blocks) + 1.2)
+    fig, axes = plt.subplots(1, len(classes), figsize=(width * len(classes) + 1.0,
+                                                       0.42 * len(modalities) + 1.9),
+                             squeeze=False, layout="constrained")
+    image = None
+    for ax, label in zip(axes.flat, classes, strict=True):
+        rows = part[part["y_true"] == label]
+        grid = rows.pivot_table(index="modality", columns="block", values="tuned",
+                                aggfunc="mean").reindex(index=modalities, columns=blocks)
+        image = ax.imshow(grid.to_numpy(float), vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        if grid.size <= 400:
+            _annotate_cells(ax, grid.to_numpy(float))
+        ax.set_xticks(range(len(blocks)), blocks, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(len(modalities)), modalities, fontsize=8)
+        ax.set_title(f"{CLASS_NAMES.get(label, label)} "
+                     f"(n={rows['sample_id'].nunique()} patients)", fontsize=9)
+    fig.suptitle(f"{method_label(method)}: fraction routed to the tuned copy (hold-out)",
+                 fontsize=10)
+    if image is not None:
+        fig.colorbar(image, ax=list(axes.flat), shrink=0.8, label="tuned fraction")
+    return fig
+
+
+def _annotate_cells(ax: Any, values: np.ndarray) -> None:
+    for (i, j), value in np.ndenumerate(values):
+        if np.isfinite(value):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                    color="black" if value > 0.6 else "white")
+
+
 def roc_figure(fused: pd.DataFrame, group: str):
     from gliotl.core.reporting.plots import roc_pr_curves
 
@@ -91,6 +136,7 @@ def roc_figure(fused: pd.DataFrame, group: str):
                                            "y_true", "y_pred"]]
     fig = roc_pr_curves(frame)
     fig.suptitle(f"group '{group}' (hold-out, fold ensemble)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))  # room for the suptitle above the panel titles
     return fig
 
 
@@ -130,12 +176,17 @@ def write_mgmt_outputs(run: RunDir, config: MGMTExperimentConfig,
     tables = aggregate(config, _frames(results, "predictions"))
     usage = usage_summary(_frames(results, "policy_usage"))
     write_csv(run.predictions_path, tables["predictions"])
-    write_csv(run.path / "history.csv", _frames(results, "history"))
+    history = _frames(results, "history")
+    write_csv(run.path / "history.csv", history)
+    routing = _frames(results, "routing")
     if not usage.empty:
         write_csv(run.path / "policy_usage.csv", usage)
+    if not routing.empty:
+        write_csv(run.path / "routing.csv", routing[ROUTING_COLUMNS])
     metrics = _metrics(config, tables, usage, results, extra)
     write_json(run.metrics_path, metrics)
-    _write_report(run, config, tables, usage, extra)
+    _write_report(run, config, tables, {"usage": usage, "routing": routing, "history": history},
+                  extra)
     return metrics
 
 
@@ -174,6 +225,8 @@ def _group_sections(report: Any, config: MGMTExperimentConfig,
         if not part.empty:
             report.table(part[[c for c in SHOWN if c in part.columns]],
                          caption=f"group '{group}': {', '.join(members)}")
+    if not groups.empty:
+        _forest_section(report, config, groups)
     if not tables["comparisons"].empty:
         report.heading(f"DeLong tests against '{config.reference}'")
         report.table(tables["comparisons"], caption="paired on the same hold-out patients")
@@ -185,15 +238,45 @@ def _group_sections(report: Any, config: MGMTExperimentConfig,
             report.figure(roc_figure(fused, group), caption=f"group '{group}'")
 
 
-def _detail_sections(report: Any, tables: dict[str, pd.DataFrame], usage: pd.DataFrame,
-                     cohort: dict[str, Any]) -> None:
-    if not usage.empty:
+def _forest_section(report: Any, config: MGMTExperimentConfig, groups: pd.DataFrame) -> None:
+    """One forest plot per fused group, after a note on any zero-width DeLong CI."""
+    labelled = groups.assign(row=groups["group"] + " / " + groups["method"])
+    note = degenerate_interval_note(labelled, "row", "roc_auc_ci_low", "roc_auc_ci_high",
+                                    "DeLong AUC CI") if "roc_auc_ci_low" in groups else None
+    if note:
+        report.note(note)
+    for group in config.fusion_groups():
+        part = groups[groups["group"] == group]
+        if not part.empty:
+            report.figure(auc_forest_figure(part, config.reference),
+                          caption=f"Forest plot: hold-out AUC with DeLong 95% CI, group "
+                                  f"'{group}' (reference in red)")
+
+
+def _detail_sections(report: Any, tables: dict[str, pd.DataFrame],
+                     saved: dict[str, pd.DataFrame], cohort: dict[str, Any]) -> None:
+    usage, routing = saved["usage"], saved["routing"]
+    if not routing.empty:
         report.heading("SpotTune policy")
-        report.paragraph("Per residual block, the fraction of hold-out patients the trained "
-                         "policy routes through the fine-tuned copy (mean over fold models).")
+        report.paragraph("Per modality and residual block, the fraction of hold-out patients "
+                         "(over every fold model) the trained policy routes through the "
+                         "fine-tuned copy, split by MGMT class; per-patient routing is saved "
+                         "in routing.csv.")
+        for method in routing["method"].unique():
+            report.figure(routing_figure(routing, method),
+                          caption=f"{method_label(method)}: routing by class")
+    elif not usage.empty:
+        report.heading("SpotTune policy")
         for method in usage["method"].unique():
             report.figure(usage_figure(usage, method),
                           caption=f"{method_label(method)}: policy usage")
+    if not saved["history"].empty:
+        from gliotl.core.reporting.plots import learning_curves
+
+        report.heading("Learning curves")
+        report.figure(learning_curves(saved["history"]),
+                      caption="Per epoch, mean over fold models and modalities (band: range); "
+                              "from history.csv")
     report.heading("Single modalities (fold ensemble)")
     mods = tables["modalities"]
     if not mods.empty:
@@ -209,15 +292,29 @@ def _detail_sections(report: Any, tables: dict[str, pd.DataFrame], usage: pd.Dat
 
 
 def _write_report(run: RunDir, config: MGMTExperimentConfig, tables: dict[str, pd.DataFrame],
-                  usage: pd.DataFrame, extra: dict[str, Any]) -> None:
+                  saved: dict[str, pd.DataFrame], extra: dict[str, Any]) -> None:
     from gliotl.core.reporting.report import Report
 
     report = Report(f"gliotl MGMT from MRI: {config.name}")
     _protocol_section(report, config, extra)
     _group_sections(report, config, tables)
-    _detail_sections(report, tables, usage, extra.get("cohort") or {})
-    report.config(run.config())
+    _detail_sections(report, tables, saved, extra.get("cohort") or {})
+    report.config(run.config(), non_default=config.model_dump(mode="json",
+                                                              exclude_defaults=True))
     report.write(run.report_path)
+
+
+def auc_forest_figure(holdout: pd.DataFrame, reference: str | None):
+    """Forest plot of one group's hold-out AUC per method with its DeLong CI."""
+    from gliotl.core.reporting.plots import forest_plot
+
+    estimates = holdout.rename(columns={"roc_auc": "estimate", "roc_auc_ci_low": "ci_low",
+                                        "roc_auc_ci_high": "ci_high"})
+    for column in ("ci_low", "ci_high"):
+        if column not in estimates.columns:
+            estimates[column] = np.nan
+    return forest_plot(estimates[["method", "estimate", "ci_low", "ci_high"]], "hold-out AUC",
+                       reference, null_value=0.5)
 
 
 def holdout_table(run: RunDir) -> pd.DataFrame:
@@ -259,7 +356,8 @@ def print_summary(run: RunDir) -> None:
 
 
 __all__ = [
-    "aggregate", "compact_table", "print_summary", "holdout_table", "roc_figure", "usage_figure",
+    "ROUTING_COLUMNS", "aggregate", "auc_forest_figure", "compact_table", "print_summary",
+    "holdout_table", "roc_figure", "routing_figure", "usage_figure",
     "usage_summary",
     "write_mgmt_outputs",
 ]
