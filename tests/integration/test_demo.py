@@ -105,3 +105,19 @@ def test_report_renders_in_headless_chromium_without_external_requests(quick_dem
     assert page.count("<table") >= 3
     assert len(re.findall(r"<img[^>]+src=\"data:image/png;base64,", page)) >= 3
     assert "gliotl demo" in page
+    # every figure a paper needs is on the page, and its SVG and PDF lie beside it
+    figures = dict((alt, stem) for stem, alt in re.findall(
+        r'<figure data-file="([^"]+)"><img alt="([^"]*)" src="data:image/png;base64,', page))
+    for wanted in ("Forest plot: pooled Spearman", "Predicted vs observed",
+                   "Forest plot: hold-out AUC", "routed to the fine-tuned copy, per modality "
+                   "and block, by MGMT class", "Learning curves"):
+        assert any(wanted in alt for alt in figures), wanted
+    for stem in figures.values():
+        for fmt in ("svg", "pdf"):
+            assert (out / "figures" / f"{stem}.{fmt}").stat().st_size > 1000, (stem, fmt)
+    for part in ("drug", "mgmt"):
+        sub = (out / part / "report.html").read_text()
+        stems = re.findall(r'<figure data-file="([^"]+)">', sub)
+        assert stems and all((out / part / "figures" / f"{s}.pdf").is_file() for s in stems)
+    routing = (out / "mgmt" / "routing.csv").read_text().splitlines()
+    assert routing[0] == "method,modality,fold,sample_id,y_true,block,tuned" and len(routing) > 1

@@ -46,7 +46,7 @@ def test_full_report_is_self_contained_and_readable(tmp_path, task, n_repeats):
     path = report.write(tmp_path / "report.html")
     text = path.read_text()
     _assert_self_contained(text)
-    assert text.count('src="data:image/png;base64,') == 2
+    assert text.count('src="data:image/png;base64,') == 3  # forest, scatter or ROC, box
     assert "gliotl " + task + " &lt;run&gt;" in text and "<run>" not in text
     assert "a &lt;b&gt; &amp; c" in text and "<pre>" in text
     assert "paired Wilcoxon signed-rank" in text

@@ -117,11 +117,12 @@ class Report:
         vectors: dict[str, bytes] = {}
         try:
             fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-            for fmt in FIGURE_FORMATS:
-                vector = io.BytesIO()
-                fig.savefig(vector, format=fmt, bbox_inches="tight",
-                            metadata=_VECTOR_METADATA[fmt])
-                vectors[fmt] = vector.getvalue()
+            with plt.rc_context({"svg.hashsalt": "gliotl"}):  # stable ids inside the SVG
+                for fmt in FIGURE_FORMATS:
+                    vector = io.BytesIO()
+                    fig.savefig(vector, format=fmt, bbox_inches="tight",
+                                metadata=_VECTOR_METADATA[fmt])
+                    vectors[fmt] = vector.getvalue()
         finally:
             plt.close(fig)
         stem = self._figure_stem(name or caption or "figure")
