@@ -93,7 +93,9 @@ class _NetworkEstimator(BaseEstimator):
             "seed": int(self.seed),
             "n_features_in": int(self.n_features_in_),
             "n_outputs": int(self.network_.n_outputs),
-            "weights": {k: v.detach().cpu().clone() for k, v in self.network_.state_dict().items()},
+            # contiguous: files keep the (hidden x genes) layout whatever the storage in memory
+            "weights": {k: v.detach().cpu().contiguous().clone()
+                        for k, v in self.network_.state_dict().items()},
             "loss_history": [float(v) for v in self.loss_history_],
         }
 
