@@ -288,7 +288,7 @@ def _build_optimiser(groups: list[dict], train: TrainConfig,
     return torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum, fused=fused)
 
 
-def _split_validation(
+def split_validation(
     n: int, train: TrainConfig, gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Training and validation row indices; the validation set exists only for early stopping
@@ -427,7 +427,7 @@ def train_network(
     if len(rules) != len(net.layers):
         raise ValueError("one LayerTraining rule per Dense layer is required")
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    train_idx, val_idx = _split_validation(X.shape[0], train, gen)
+    train_idx, val_idx = split_validation(X.shape[0], train, gen)
     rows = _Rows.take(X, y, train_idx)
     val = _Rows.take(X, y, val_idx) if val_idx is not None else None
     opt, manual_l2 = _make_optimiser(net, rules, train, device)
@@ -492,6 +492,7 @@ __all__ = [
     "TrainResult",
     "predict_network",
     "regulariser_values",
+    "split_validation",
     "train_network",
     "is_genes_by_hidden",
     "useful_flops_per_sample",
