@@ -247,6 +247,8 @@ def measure_case_study(run_dir: str | Path, peak_flops: float | None = None) -> 
     total, n_jobs, job_seconds = 0.0, 0, 0.0
     groups: dict[str, dict[str, float]] = {}
     for result_path in sorted((run_dir / "jobs").glob("*/result.json")):
+        if result_path.parent.name.startswith("batch-"):
+            continue  # a stacked batch: its members' timing.json hold their shares of its time
         result = json.loads(result_path.read_text(encoding="utf-8"))
         timing_path = result_path.with_name("timing.json")
         seconds = (float(json.loads(timing_path.read_text(encoding="utf-8"))["seconds"])
