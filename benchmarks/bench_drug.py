@@ -4,7 +4,15 @@ Prints, measured in this one run:
 1. the float32 matmul peak (``torch.matmul`` of large square matrices, best of several);
 2. training throughput of the paper's network at pretraining scale (default 700 samples x 6000
    genes, batch 32, Adam) as useful FLOPs per second and as a fraction of that peak;
-3. the wall time of the benchmark.
+3. stacked against sequential fits (issue 17): ``--stack-fits`` target fine-tunes (default 30;
+   29 samples, the real 6,163 genes, the paper's 200 epochs, each on its own rows, init and
+   seed) and ``--stack-permutations`` label-permutation refits (default 200, one training fold,
+   its response permuted per refit), each timed fitted one after another
+   (:func:`~gliotl.drug.network.model.train_network`) and stacked
+   (:func:`~gliotl.drug.network.batched.train_networks`), as ratios, plus the stacked step's
+   fraction of the roofline bound (the slower of compute at the matmul peak and memory traffic at
+   the copy bandwidth, both measured in this run);
+4. the wall time of the benchmark.
 
 Useful FLOPs per training sample (see ``gliotl.drug.network.model.useful_flops_per_sample``):
 forward ``2 * MACs`` of every Dense layer, backward ``2 * MACs`` for each trainable layer's weight
@@ -30,7 +38,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from gliotl.drug.network.batched import BatchMember, train_networks
 from gliotl.drug.network.model import (
+    FINETUNE,
     PRETRAIN,
     DrugResponseNet,
     LayerTraining,
@@ -119,6 +129,96 @@ def step_floor(genes: int, hidden: int, batch_size: int, device: str = "cpu",
             "bandwidth_bytes_per_s": 2 * weight.numel() * 4 / copy}
 
 
+def _fine_tune_members(n_fits: int, samples: int, genes: int, permutations: bool,
+                       device: str, seed: int = 0) -> list[BatchMember]:
+    """``n_fits`` fine-tunes of the paper's network from one source (the paper's transfer: copy
+    the first layer): own rows of a 43-line cohort each, or one fold with permuted responses."""
+    from gliotl.drug.network.transfer import apply_policy, parse_policy
+
+    rng = np.random.default_rng(seed)
+    cohort = max(43, samples)
+    X = torch.as_tensor(rng.normal(size=(cohort, genes)).astype(np.float32), device=device)
+    y = torch.as_tensor(rng.uniform(0.9, 1.0, size=cohort).astype(np.float32), device=device)
+    source = DrugResponseNet(genes, NetworkConfig())
+    src = [(lay.weight.detach().clone(), lay.bias.detach().clone())
+           for lay in source.dense_layers]
+    fold = torch.as_tensor(rng.permutation(cohort)[:samples], device=device)
+    members = []
+    for k in range(n_fits):
+        if permutations:
+            rows = fold
+            y_k = y[fold][torch.as_tensor(rng.permutation(samples), device=device)]
+        else:
+            rows = torch.as_tensor(rng.permutation(cohort)[:samples], device=device)
+            y_k = y[rows]
+        net = DrugResponseNet(genes, NetworkConfig())
+        rules = apply_policy(parse_policy("paper"), net, src, torch.Generator().manual_seed(k))
+        for rule in rules:
+            if rule.anchor is not None:
+                rule.anchor = (rule.anchor[0].to(device), rule.anchor[1].to(device))
+        members.append(BatchMember(net.to(device), X[rows], y_k, rules, seed=seed + k))
+    return members
+
+
+def stacked_vs_sequential(n_fits: int, samples: int, genes: int, epochs: int,
+                          permutations: bool, device: str = "cpu") -> dict[str, float]:
+    """Wall time of ``n_fits`` fine-tunes fitted one after another and stacked; each set
+    starts from identical members (same init, rows and seeds)."""
+    train = FINETUNE.model_copy(update={"epochs": epochs})
+
+    def sync() -> None:
+        if device != "cpu":
+            torch.cuda.synchronize()
+
+    members = _fine_tune_members(n_fits, samples, genes, permutations, device)
+    sync()
+    start = time.perf_counter()
+    for member in members:
+        train_network(member.net, member.X, member.y, train, member.rules, seed=member.seed)
+    sync()
+    sequential = time.perf_counter() - start
+    members = _fine_tune_members(n_fits, samples, genes, permutations, device)
+    sync()
+    start = time.perf_counter()
+    train_networks(members, train)
+    sync()
+    stacked = time.perf_counter() - start
+    steps = n_fits * epochs * -(-samples // train.batch_size)
+    return {"sequential_s": sequential, "stacked_s": stacked,
+            "ratio": sequential / stacked, "stacked_step_s": stacked / steps}
+
+
+def roofline_step(genes: int, batch: int, peak: float, bandwidth: float) -> dict[str, float]:
+    """Lower bounds of one model's fine-tuning step: its useful FLOPs at the matmul peak, and
+    its memory traffic at the copy bandwidth (every parameter read by the forward pass, its
+    gradient written, and Adam's 7 passes: read weight, gradient, both moments, write three)."""
+    net = DrugResponseNet(genes, NetworkConfig())
+    rules = [LayerTraining() for _ in net.layers]
+    n_params = sum(p.numel() for p in net.parameters())
+    compute = useful_flops_per_sample(net, rules) * batch / peak
+    memory = 4.0 * n_params * (1 + 1 + 7) / bandwidth
+    return {"compute_s": compute, "memory_s": memory, "bound_s": max(compute, memory)}
+
+
+def _print_stacked(args: argparse.Namespace, peak: float) -> None:
+    bandwidth = step_floor(args.stack_genes, NetworkConfig().hidden[0], 32,
+                           args.device)["bandwidth_bytes_per_s"]
+    for label, n_fits, perms in (("target fine-tunes", args.stack_fits, False),
+                                 ("permutation refits", args.stack_permutations, True)):
+        if n_fits < 1:
+            continue
+        stats = stacked_vs_sequential(n_fits, args.stack_samples, args.stack_genes,
+                                      args.stack_epochs, perms, args.device)
+        bound = roofline_step(args.stack_genes, min(args.stack_samples, 32), peak, bandwidth)
+        print(f"{n_fits} {label} ({args.stack_epochs} epochs, {args.stack_samples} samples, "
+              f"{args.stack_genes} genes): sequential {stats['sequential_s']:.1f} s, stacked "
+              f"{stats['stacked_s']:.1f} s = {stats['ratio']:.2f}x; stacked step "
+              f"{stats['stacked_step_s'] * 1e3:.1f} ms per model against the roofline bound "
+              f"{bound['bound_s'] * 1e3:.1f} ms (compute {bound['compute_s'] * 1e3:.1f} ms, "
+              f"memory {bound['memory_s'] * 1e3:.1f} ms at {bandwidth / 1e9:.1f} GB/s) = "
+              f"{bound['bound_s'] / stats['stacked_step_s']:.2f} of the roofline")
+
+
 def _parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
@@ -147,6 +247,8 @@ def measure_case_study(run_dir: str | Path, peak_flops: float | None = None) -> 
     total, n_jobs, job_seconds = 0.0, 0, 0.0
     groups: dict[str, dict[str, float]] = {}
     for result_path in sorted((run_dir / "jobs").glob("*/result.json")):
+        if result_path.parent.name.startswith("batch-"):
+            continue  # a stacked batch: its members' timing.json hold their shares of its time
         result = json.loads(result_path.read_text(encoding="utf-8"))
         timing_path = result_path.with_name("timing.json")
         seconds = (float(json.loads(timing_path.read_text(encoding="utf-8"))["seconds"])
@@ -177,13 +279,19 @@ def measure_case_study(run_dir: str | Path, peak_flops: float | None = None) -> 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=700)
-    parser.add_argument("--genes", type=int, default=6000)
+    parser.add_argument("--genes", type=int, nargs="+", default=[6000, 6163],
+                        help="gene counts to time (6,163: the real GDSC glioma set, unaligned)")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs (best one counts)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128])
     parser.add_argument("--threads", type=int, nargs="+", default=None,
                         help="torch CPU thread counts to try (default: torch's default)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--case-study", type=Path, default=None, help="a finished run folder")
+    parser.add_argument("--stack-fits", type=int, default=30)
+    parser.add_argument("--stack-permutations", type=int, default=200)
+    parser.add_argument("--stack-epochs", type=int, default=200)
+    parser.add_argument("--stack-samples", type=int, default=29)
+    parser.add_argument("--stack-genes", type=int, default=6163)
     args = parser.parse_args(argv)
 
     wall_start = time.perf_counter()
@@ -197,27 +305,30 @@ def main(argv: list[str] | None = None) -> None:
         best_peak = max(best_peak, peak)
         print(f"[threads={n_threads}] float32 matmul peak (2048^2, best of 5): "
               f"{peak / 1e9:.1f} GFLOP/s")
-        for batch in args.batch_sizes:
-            stats = training_throughput(args.samples, args.genes, batch, args.epochs, args.device)
+        for genes, batch in [(g, b) for g in args.genes for b in args.batch_sizes]:
+            stats = training_throughput(args.samples, genes, batch, args.epochs, args.device)
             print(
-                f"[threads={n_threads}] batch {batch:4d}: {stats['samples_per_s']:8.0f} samples/s, "
+                f"[threads={n_threads}] {genes} genes, batch {batch:4d}: "
+                f"{stats['samples_per_s']:8.0f} samples/s, "
                 f"{stats['useful_flops_per_s'] / 1e9:6.1f} useful GFLOP/s "
                 f"({stats['useful_flops_per_sample'] / 1e6:.1f} MFLOP/sample; "
                 f"6N = {stats['six_n_flops_per_sample'] / 1e6:.1f}) = "
                 f"{stats['useful_flops_per_s'] / peak:.2f} of this thread count's peak"
             )
-            floor = step_floor(args.genes, NetworkConfig().hidden[0], batch, args.device)
+            floor = step_floor(genes, NetworkConfig().hidden[0], batch, args.device)
             kernels = floor["forward_s"] + floor["wgrad_s"] + floor["adam_s"]
             ideal = stats["useful_flops_per_sample"] * batch / peak  # whole step at peak
             step = batch / stats["samples_per_s"]
             print(
-                f"[threads={n_threads}] batch {batch:4d} step {step * 1e3:.1f} ms; first layer "
+                f"[threads={n_threads}] {genes} genes, batch {batch:4d} step {step * 1e3:.1f} ms; "
+                f"first layer "
                 f"forward {floor['forward_s'] * 1e3:.1f} + weight grad "
                 f"{floor['wgrad_s'] * 1e3:.1f} + Adam {floor['adam_s'] * 1e3:.1f} ms "
                 f"(memory {floor['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s); the step at peak "
                 f"would take {ideal * 1e3:.1f} ms, so these kernels alone cap the fraction at "
                 f"{ideal / kernels:.2f} (the step reaches {kernels / step:.2f} of that cap)"
             )
+        _print_stacked(args, peak)
     if args.case_study is not None:
         case = measure_case_study(args.case_study, best_peak)
         print(f"case study {case['run_dir']}: {case['jobs']} jobs, "

@@ -25,6 +25,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from gliotl.core.config import format_validation_error
 from gliotl.core.device import resolve_device
 from gliotl.core.io import load_torch, save_torch
+from gliotl.drug.network.batched import BatchMember, train_networks
 from gliotl.drug.network.model import (
     FINETUNE,
     PRETRAIN,
@@ -32,6 +33,7 @@ from gliotl.drug.network.model import (
     LayerTraining,
     NetworkConfig,
     TrainConfig,
+    TrainResult,
     predict_network,
     train_network,
 )
@@ -93,7 +95,9 @@ class _NetworkEstimator(BaseEstimator):
             "seed": int(self.seed),
             "n_features_in": int(self.n_features_in_),
             "n_outputs": int(self.network_.n_outputs),
-            "weights": {k: v.detach().cpu().clone() for k, v in self.network_.state_dict().items()},
+            # contiguous: files keep the (hidden x genes) layout whatever the storage in memory
+            "weights": {k: v.detach().cpu().contiguous().clone()
+                        for k, v in self.network_.state_dict().items()},
             "loss_history": [float(v) for v in self.loss_history_],
         }
 
@@ -164,6 +168,17 @@ class NetworkRegressor(RegressorMixin, _NetworkEstimator):
     def fit(self, X: Any, y: Any, source: Any = None) -> NetworkRegressor:
         """Train on (X, y); with ``source`` (a fitted regressor, multi-task model or state
         dict) the transfer policy first initialises the network from it."""
+        member = self.begin_fit(X, y, source)
+        if member is not None:
+            result = train_network(member.net, member.X, member.y, self.train_config_,
+                                   member.rules, seed=member.seed, verbose=self.verbose)
+            self.end_fit(member, result)
+        return self
+
+    def begin_fit(self, X: Any, y: Any, source: Any = None) -> BatchMember | None:
+        """Everything of :meth:`fit` before training: checks, configs and the initialised
+        network, as a member for :func:`gliotl.drug.network.batched.train_networks` (None:
+        the fit is already complete, as for feature extraction, which trains no network)."""
         X, y = validate_data(self, X, y, dtype=np.float32, y_numeric=True)
         y = y.astype(np.float32)
         self.network_config_ = _network_config(self.network)
@@ -180,20 +195,17 @@ class NetworkRegressor(RegressorMixin, _NetworkEstimator):
                 raise GliotlError(
                     "transfer: field 'kind' = feature_extraction needs a source model to fit"
                 )
-            return self._fit_feature_extraction(X, y, source, src, policy, seed)
+            self._fit_feature_extraction(X, y, source, src, policy, seed)
+            return None
         if policy is not None and src is None:
             policy = self.transfer_policy_ = None  # nothing to transfer from: train from scratch
         net, rules = self._initial_network(X.shape[1], policy, src, generator, device)
-        result = train_network(
-            net,
-            torch.as_tensor(X, device=device),
-            torch.as_tensor(y, device=device),
-            self.train_config_,
-            rules,
-            seed=seed,
-            verbose=self.verbose,
-        )
-        self.network_ = net
+        return BatchMember(net, torch.as_tensor(X, device=device),
+                           torch.as_tensor(y, device=device), rules, seed)
+
+    def end_fit(self, member: BatchMember, result: TrainResult) -> NetworkRegressor:
+        """Keep the network ``member`` trained and what its training reported."""
+        self.network_ = member.net
         self.loss_history_ = result.loss_history
         self.val_loss_history_ = result.val_loss_history
         self.best_epoch_ = result.best_epoch
@@ -405,6 +417,27 @@ class MultiTaskNetworkRegressor(_NetworkEstimator):
         return self
 
 
+def fit_network_regressors(
+    models: list[NetworkRegressor], data: list[tuple[Any, Any]], sources: list[Any],
+) -> list[NetworkRegressor]:
+    """Fit each model on its (X, y) from its source, the networks trained as one stacked
+    model where they can be (:mod:`gliotl.drug.network.batched`); each ends as ``fit`` would
+    leave it, within float32 rounding."""
+    members: list[tuple[NetworkRegressor, BatchMember]] = []
+    for model, (X, y), source in zip(models, data, sources, strict=True):
+        member = model.begin_fit(X, y, source)
+        if member is not None:
+            members.append((model, member))
+    by_train: dict[str, list[tuple[NetworkRegressor, BatchMember]]] = {}
+    for model, member in members:
+        by_train.setdefault(model.train_config_.model_dump_json(), []).append((model, member))
+    for group in by_train.values():
+        results = train_networks([member for _, member in group], group[0][0].train_config_)
+        for (model, member), result in zip(group, results, strict=True):
+            model.end_fit(member, result)
+    return models
+
+
 def _source_state(source: Any) -> dict[str, Any]:
     """Normalise a transfer source to a state dict (a trunk for multi-task models)."""
     if isinstance(source, MultiTaskNetworkRegressor):
@@ -424,4 +457,4 @@ def _source_state(source: Any) -> dict[str, Any]:
     )
 
 
-__all__ = ["MultiTaskNetworkRegressor", "NetworkRegressor"]
+__all__ = ["MultiTaskNetworkRegressor", "NetworkRegressor", "fit_network_regressors"]

@@ -50,6 +50,7 @@ from gliotl.drug.methods.registry import (
 )
 from gliotl.drug.network.model import NetworkConfig, TrainConfig
 from gliotl.drug.network.transfer import PaperTransfer
+from gliotl.drug.pipeline.batching import fit_predict_many, run_fold_stage
 from gliotl.drug.pipeline.preprocess import StepPreprocessor
 from gliotl.drug.pipeline.steps import StepData, prepare_steps, read_step, step_key
 from gliotl.errors import GliotlError
@@ -185,11 +186,17 @@ class FoldRequest:
 def fold_job(job_dir: Path, request: FoldRequest) -> dict[str, Any]:
     """Fit one method on one training fold of a step and predict its test fold."""
     data = request.step.read()
-    y_test = data.y.loc[request.test_ids]
     seed_everything(request.context.seed)
     start = time.perf_counter()
     estimator, y_pred = _fit_predict(request, data, job_dir)
     seconds = time.perf_counter() - start
+    return fold_result(request, data, estimator, y_pred, seconds)
+
+
+def fold_result(request: FoldRequest, data: StepData, estimator: Any, y_pred: Any,
+                seconds: float) -> dict[str, Any]:
+    """A fold job's result: test predictions, time, useful FLOPs and what tuning chose."""
+    y_test = data.y.loc[request.test_ids]
     predictions = pd.DataFrame({
         "method": request.method.name, "sample_id": list(request.test_ids),
         "repeat": request.repeat, "fold": request.fold, "role": "test",
@@ -283,13 +290,14 @@ def refit_statistic(request: PermutationRequest, data: StepData, job_dir: Path,
     if permute:
         data = permuted_step(data, request.perm_seed)
     frames = []
-    for repeat, fold, train, test in request.folds:
-        seed = derive_seed(request.context.seed, request.method.name, request.permutation,
-                           repeat, fold)
-        fold_request = FoldRequest(request.step, request.method,
-                                   replace(request.context, seed=seed), repeat, fold, train, test)
-        seed_everything(seed)
-        _, y_pred = _fit_predict(fold_request, data, job_dir)
+    fold_requests = [
+        FoldRequest(request.step, request.method, replace(request.context, seed=derive_seed(
+            request.context.seed, request.method.name, request.permutation, repeat, fold)),
+            repeat, fold, train, test)
+        for repeat, fold, train, test in request.folds
+    ]
+    fitted = fit_predict_many(fold_requests, data, job_dir)  # networks stacked (issue 17)
+    for (repeat, fold, _, test), (_, y_pred) in zip(request.folds, fitted, strict=True):
         frames.append(pd.DataFrame({"repeat": repeat, "fold": fold, "role": "test",
                                     "y_true": data.y.loc[test].to_numpy(float),
                                     "y_pred": np.asarray(y_pred, float)}))
@@ -448,7 +456,8 @@ def source_cv(eng: Engine, extra: dict[str, Any]) -> None:
                                params=NetworkParams(train=pretrain))
         jobs = _fold_jobs(eng, f"sourcecv_{drug}", step, [method], splits,
                           eng.context({}, [method]))
-        rows.append(_spearman_table(_predictions(eng.exp.stage(jobs, f"source CV {drug}"))))
+        rows.append(_spearman_table(_predictions(run_fold_stage(eng.exp, jobs,
+                                                                f"source CV {drug}"))))
     table = pd.concat(rows, ignore_index=True)
     write_csv(eng.exp.run.path / "source_cv.csv", table)
     extra["source_cv"] = table.to_dict(orient="records")
@@ -516,7 +525,7 @@ def target_folds(eng: Engine, artefacts: dict[str, str], extra: dict[str, Any]
     splits = eng.splits("splits.csv", step, config.target_cv)
     jobs = _fold_jobs(eng, "target", step, config.methods, splits,
                       eng.context(artefacts, config.methods))
-    outcome = eng.exp.stage(jobs, "target folds")
+    outcome = run_fold_stage(eng.exp, jobs, "target folds")
     predictions = _predictions(outcome)
     write_csv(eng.exp.run.predictions_path, predictions)
     tuning = tuning_summary(outcome.results.values())
