@@ -23,6 +23,7 @@ import pandas as pd
 from gliotl.core.config import StrictModel, config_to_dict
 from gliotl.core.runs.jobs import Executor, Job, JobsOutcome, run_stage
 from gliotl.core.runs.rundir import RunDir
+from gliotl.core.runs.runlog import append_warnings, recorded_warnings, warning_summary
 from gliotl.errors import GliotlError, input_error
 
 T = TypeVar("T")
@@ -100,16 +101,19 @@ def run_experiment(
     executor: Executor | None = None,
     retries: int = 0,
     progress: bool = True,
+    **manifest_fields: Any,
 ) -> RunDir:
-    """Open the run for ``config``, run ``body`` in it and record how it ended."""
+    """Open the run for ``config``, run ``body`` in it and record how it ended.
+    ``manifest_fields`` (e.g. the ``--set`` overrides) are recorded in the manifest at once."""
     if retries < 0:
         raise GliotlError(f"--retries: expected a non-negative integer, got {retries}")
     run = RunDir.open(name, config_to_dict(config), seed, out=out, resume=resume,
                       overwrite=overwrite)
+    if manifest_fields:
+        run.update_manifest(**manifest_fields)
     experiment = Experiment(run, executor, retries, progress)
     try:
-        fields = body(experiment) or {}
-        experiment.inputs_checked()
+        fields = _run_body(experiment, body)
         run.finish("finished", **fields)
     except BaseException as exc:
         replacement = _fail(run, exc)
@@ -119,3 +123,21 @@ def run_experiment(
     finally:
         run.close()
     return run
+
+
+def _run_body(experiment: Experiment, body: Callable[[Experiment], dict[str, Any]]
+              ) -> dict[str, Any]:
+    """Run ``body`` with the driver's library warnings sent to the run's log; the run's
+    warnings (driver and jobs) are then counted once, in one line."""
+    run = experiment.run
+    records: list[dict[str, Any]] = []
+    try:
+        with recorded_warnings() as records:
+            fields = body(experiment) or {}
+            experiment.inputs_checked()
+    finally:
+        append_warnings(run.path, "driver", records)
+        summary = warning_summary(run.path)
+        if summary is not None:
+            print(summary, flush=True)
+    return fields
