@@ -18,6 +18,10 @@ Resume = Annotated[bool, typer.Option("--resume", help="continue an interrupted 
 Overwrite = Annotated[bool, typer.Option(
     "--overwrite", help="replace the gliotl run at --out (only once the new run's data are "
                         "checked; a folder holding other files is never replaced)")]
+SetValues = Annotated[list[str] | None, typer.Option(
+    "--set", metavar="KEY=VALUE",
+    help="override one config value before it is checked (dotted key, YAML value; "
+         "repeatable), e.g. --set train.finetune.epochs=5 --set seed=3")]
 Force = Annotated[bool, typer.Option("--force", help="replace an existing --out file")]
 PredictOut = Annotated[Path | None, typer.Option(
     "--out", help="CSV to write (default: print); never inside a run folder")]

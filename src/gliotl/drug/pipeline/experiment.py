@@ -20,6 +20,7 @@ their inputs as one request object (step data location, sub-configs, ids), never
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -626,11 +627,14 @@ def run_drug_experiment(
     executor: Executor | None = None,
     retries: int = 0,
     progress: bool = True,
+    overrides: Sequence[str] = (),
 ) -> RunDir:
     """Run the whole experiment and write its run directory; returns it. ``base_dir``: the
-    folder relative paths of a config validated without one refer to."""
+    folder relative paths of a config validated without one refer to; ``overrides``: the
+    ``--set`` values already applied to ``config``, recorded in the manifest."""
     if base_dir is not None:
         config = resolve_config_paths(config, base_dir)
     return run_experiment(config, _body(config), name=config.name, seed=config.seed, out=out,
                           resume=resume, overwrite=overwrite, executor=executor,
-                          retries=retries, progress=progress)
+                          retries=retries, progress=progress,
+                          **({"overrides": list(overrides)} if overrides else {}))

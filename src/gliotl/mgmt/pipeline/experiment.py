@@ -25,6 +25,7 @@ of each role that have that modality.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -224,15 +225,18 @@ def run_mgmt_experiment(
     executor: Executor | None = None,
     retries: int = 0,
     progress: bool = True,
+    overrides: Sequence[str] = (),
 ) -> RunDir:
     """Run the whole experiment and write its run directory; returns it. Relative paths of
-    ``config`` are taken against ``base_dir`` (the config file's folder)."""
+    ``config`` are taken against ``base_dir`` (the config file's folder); ``overrides``: the
+    ``--set`` values already applied to ``config``, recorded in the manifest."""
     start = time.perf_counter()
     config = resolve_config_paths(config, base_dir)
     return run_experiment(
         config, lambda experiment: _body(config, experiment, start), name=config.name,
         seed=config.seed, out=out, resume=resume, overwrite=overwrite, executor=executor,
         retries=retries, progress=progress,
+        **({"overrides": list(overrides)} if overrides else {}),
     )
 
 
