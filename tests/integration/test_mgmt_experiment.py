@@ -123,6 +123,14 @@ def test_outputs_and_validation_threshold(runs):
     assert "module.conv_seg.0.weight" in __import__("torch").load(
         metrics["weights"], weights_only=True)["state_dict"]
     assert "policy" in run.report_path.read_text().lower()
+    card = (run.path / "model_card.md").read_text(encoding="utf-8")
+    for heading in ("Data", "Evaluation splits", "Metrics", "Intended use", "Limits"):
+        assert f"\n## {heading}\n" in card
+    assert f"{N_PATIENTS} labelled patients" in card and "T1GD (64 patients)" in card
+    spottune = holdout.loc[("struct", "spottune")]
+    assert (f"| struct | spottune | {int(spottune['n_test'])} | {spottune['roc_auc']:.3f} | "
+            f"{spottune['roc_auc_ci_low']:.2f}-{spottune['roc_auc_ci_high']:.2f} |") in card
+    assert "Small n:" in card and "Not for diagnosis" in card
 
 
 def test_resume_reuses_finished_jobs(runs):

@@ -25,11 +25,14 @@ def run_command(
     shared_fs: opt.SharedFs = True,
     retries: opt.Retries = 0,
     set_values: opt.SetValues = None,
+    mlflow: opt.MlflowUri = None,
 ) -> None:
     """Run one drug-response experiment and write its run directory and report."""
+    from gliotl.core.runs.mlflow_logging import require_mlflow
     from gliotl.drug.config import load_experiment_config
     from gliotl.drug.pipeline.experiment import run_drug_experiment
 
+    require_mlflow(mlflow)
     jobs_executor = opt.build_executor(executor, workers, ray_address, shared_fs)
     cfg, _ = load_experiment_config(config, set_values or ())
     run = run_drug_experiment(
@@ -39,6 +42,7 @@ def run_command(
     from gliotl.drug.pipeline.report import print_summary
 
     print_summary(run)
+    opt.log_to_mlflow(run, mlflow)
 
 
 @drug_app.command("predict")

@@ -79,12 +79,15 @@ def run_command(
     shared_fs: opt.SharedFs = True,
     retries: opt.Retries = 0,
     set_values: opt.SetValues = None,
+    mlflow: opt.MlflowUri = None,
 ) -> None:
     """Run the MGMT experiment (all methods, modalities, folds) and write its report."""
+    from gliotl.core.runs.mlflow_logging import require_mlflow
     from gliotl.mgmt.config import load_mgmt_config
     from gliotl.mgmt.pipeline.experiment import run_mgmt_experiment
     from gliotl.mgmt.pipeline.report import print_summary
 
+    require_mlflow(mlflow)
     jobs_executor = opt.build_executor(executor, workers, ray_address, shared_fs)
     cfg, base_dir = load_mgmt_config(config, set_values or ())
     run = run_mgmt_experiment(
@@ -92,6 +95,7 @@ def run_command(
         executor=jobs_executor, retries=retries, overrides=set_values or (),
     )
     print_summary(run)
+    opt.log_to_mlflow(run, mlflow)
 
 
 @mgmt_app.command("predict")

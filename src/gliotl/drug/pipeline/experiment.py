@@ -30,6 +30,7 @@ import pandas as pd
 
 from gliotl.core.config import resolve_config_paths
 from gliotl.core.io import copy_file, write_csv
+from gliotl.core.reporting.model_card import write_model_card
 from gliotl.core.runs.experiment import Experiment, run_experiment
 from gliotl.core.runs.jobs import Executor, Job, JobsOutcome
 from gliotl.core.runs.rundir import RunDir
@@ -51,6 +52,7 @@ from gliotl.drug.methods.registry import (
 )
 from gliotl.drug.network.model import NetworkConfig, TrainConfig
 from gliotl.drug.network.transfer import PaperTransfer
+from gliotl.drug.pipeline.model_card import drug_model_card
 from gliotl.drug.pipeline.preprocess import StepPreprocessor
 from gliotl.drug.pipeline.steps import StepData, prepare_steps, read_step, step_key
 from gliotl.errors import GliotlError
@@ -613,6 +615,7 @@ def _body(config: ExperimentConfig) -> Any:
         extra["selected_source_drug"] = eng.selected
         extra["compute"] = _compute(upstream_results, outcome.results)
         write_drug_outputs(exp.run, config, predictions, extra)
+        write_model_card(exp.run, drug_model_card(exp.run))
         return {"selected_source_drug": eng.selected}
 
     return body

@@ -188,6 +188,8 @@ def fold_jobs(config: MGMTExperimentConfig, run: RunDir, splits: pd.DataFrame,
 
 def _body(config: MGMTExperimentConfig, experiment: Experiment, start: float) -> dict[str, Any]:
     """Cohort, weights, splits, fold models, then the run's outputs."""
+    from gliotl.core.reporting.model_card import write_model_card
+    from gliotl.mgmt.pipeline.model_card import mgmt_model_card
     from gliotl.mgmt.pipeline.report import write_mgmt_outputs
 
     run = experiment.run
@@ -213,6 +215,7 @@ def _body(config: MGMTExperimentConfig, experiment: Experiment, start: float) ->
         },
     }
     write_mgmt_outputs(run, config, results, extra)
+    write_model_card(run, mgmt_model_card(run))
     return {}
 
 
