@@ -9,6 +9,7 @@ a bad config key is one line on stderr with exit status 2.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -133,7 +134,7 @@ def test_outputs_and_validation_threshold(runs):
     assert "Small n:" in card and "Not for diagnosis" in card
 
 
-def test_resume_reuses_finished_jobs(runs):
+def test_resume_reuses_finished_jobs(runs, monkeypatch, capsys):
     from gliotl.mgmt.config import MGMTExperimentConfig
     from gliotl.mgmt.pipeline.experiment import run_mgmt_experiment
 
@@ -146,8 +147,14 @@ def test_resume_reuses_finished_jobs(runs):
     run.update_manifest(status="running")
     config = MGMTExperimentConfig.model_validate(run.config())
     before = pd.read_csv(run.predictions_path)
-    again = run_mgmt_experiment(config, runs["root"], out=run.path, resume=True, progress=False)
+    monkeypatch.setenv("CI", "true")  # as in a Slurm log: plain progress lines
+    capsys.readouterr()
+    again = run_mgmt_experiment(config, runs["root"], out=run.path, resume=True, progress=True)
     assert again.manifest()["status"] == "finished" and again.manifest()["resumed"]
+    out = capsys.readouterr().out
+    epochs = config.training.epochs
+    assert f"[gliotl] full T1GD fold 1: epoch {epochs}/{epochs}: train_loss " in out
+    assert re.search(r"\[gliotl\] fold models: (\d+)/\1 jobs done, [\d.]+ jobs/min, ETA 0s", out)
     assert killed.is_file()
     for path, stamp in stamps.items():
         if path != killed:

@@ -165,12 +165,14 @@ def _weights(config: MGMTExperimentConfig, experiment: Experiment
 
 
 def fold_jobs(config: MGMTExperimentConfig, run: RunDir, splits: pd.DataFrame,
-              weights: str | None) -> list[Job]:
-    """One job per (method, unit, fold), each with its typed request."""
+              weights: str | None, epoch_lines: bool = False) -> list[Job]:
+    """One job per (method, unit, fold), each with its typed request; ``epoch_lines``: the
+    folds print per-epoch progress when output is not a terminal."""
     from gliotl.core.evaluation.splits import iter_folds
 
     shared: dict[str, Any] = dict(config=config, cohort_table=str(run.path / COHORT_FILE),
-                  cache_dir=str(cache_dir(config, run.path)), weights=weights)
+                  cache_dir=str(cache_dir(config, run.path)), weights=weights,
+                  epoch_lines=epoch_lines)
     jobs = []
     for method in (m.name for m in config.methods):
         for unit in config.units():
@@ -201,7 +203,7 @@ def _body(config: MGMTExperimentConfig, experiment: Experiment, start: float) ->
     splits = _splits(config, experiment)
     experiment.inputs_checked()  # cohort and splits are read and valid: a replaced run may go
     weights, pretrain_summary = _weights(config, experiment)
-    jobs = fold_jobs(config, run, splits, weights)
+    jobs = fold_jobs(config, run, splits, weights, epoch_lines=experiment.progress)
     outcome = experiment.stage(jobs, "fold models")
     results = [outcome.results[job.job_id] for job in jobs]
     extra = {
