@@ -104,3 +104,26 @@ def test_epoch_lines_come_about_ten_per_fold(capsys):
 
 def test_durations_read_short():
     assert [format_duration(s) for s in (4.4, 187, 3720)] == ["4s", "3m07s", "1h02m"]
+
+
+def test_a_slow_step_between_stages_still_prints_a_line(tmp_path, monkeypatch, capsys):
+    import time
+
+    from gliotl.core.config import StrictModel
+    from gliotl.core.runs.experiment import run_experiment
+
+    class Toy(StrictModel):
+        name: str = "toy"
+
+    def body(experiment):
+        experiment.prepare_once(experiment.run.path / "summary.json",
+                                lambda: time.sleep(1.0), lambda: None)
+        return {}
+
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.setenv("GLIOTL_PROGRESS_SECONDS", "0.2")
+    run_experiment(Toy(), body, name="toy", seed=1, out=tmp_path / "slowprep")
+    beats = [line for line in capsys.readouterr().out.splitlines()
+             if line.startswith("[gliotl] slowprep: preparing summary.json, elapsed ")
+             and line.endswith("(still running)")]
+    assert len(beats) >= 3

@@ -54,9 +54,50 @@ def format_duration(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
+_last_line = [time.monotonic()]  # when this process last printed a progress line
+
+
 def print_line(text: str) -> None:
     """One progress line on stdout, flushed at once (a log file must see it now)."""
     print(f"[gliotl] {text}", flush=True)
+    _last_line[0] = time.monotonic()
+
+
+def silent_for() -> float:
+    """Seconds since this process last printed a progress line."""
+    return time.monotonic() - _last_line[0]
+
+
+class RunHeartbeat:
+    """A whole run's safety net in plain output: whatever it is doing between job stages
+    (reading data, preparing a cohort, bootstrapping the report), a line appears whenever
+    the log has been silent for :func:`heartbeat_seconds`. ``activity`` says what it is on."""
+
+    def __init__(self, label: str, enabled: bool):
+        self.label, self.activity = label, "starting"
+        self.enabled = enabled and plain_output()
+        self.heartbeat = heartbeat_seconds() if self.enabled else DEFAULT_HEARTBEAT_SECONDS
+        self.start = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="gliotl-run-heartbeat",
+                                        daemon=True)
+
+    def __enter__(self) -> RunHeartbeat:
+        if self.enabled:
+            self._thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(min(1.0, self.heartbeat / 2)):
+            if silent_for() >= self.heartbeat:
+                print_line(f"{self.label}: {self.activity}, elapsed "
+                           f"{format_duration(time.monotonic() - self.start)} (still running)")
 
 
 class PlainProgress:
@@ -69,7 +110,6 @@ class PlainProgress:
         self.resumed = completed  # finished before this process started: not in the rate
         self.heartbeat = heartbeat if heartbeat is not None else heartbeat_seconds()
         self.start = time.monotonic()
-        self.last_line = self.start
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="gliotl-heartbeat", daemon=True)
@@ -89,7 +129,6 @@ class PlainProgress:
     def _say(self, text: str) -> None:
         with self._lock:
             print_line(text)
-            self.last_line = time.monotonic()
 
     def status(self) -> str:
         """Count, rate (jobs finished here per minute) and ETA of the remaining jobs."""
@@ -108,7 +147,7 @@ class PlainProgress:
 
     def _beat(self) -> None:
         while not self._stop.wait(min(1.0, self.heartbeat / 2)):
-            if time.monotonic() - self.last_line >= self.heartbeat:
+            if silent_for() >= self.heartbeat:
                 self._say(self.status() + " (still running)")
 
 
@@ -180,6 +219,7 @@ __all__ = [
     "BarProgress",
     "EpochReporter",
     "PlainProgress",
+    "RunHeartbeat",
     "format_duration",
     "heartbeat_seconds",
     "job_progress",

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from gliotl.core.config import StrictModel, config_to_dict
+from gliotl.core.reporting.progress import RunHeartbeat
 from gliotl.core.runs.jobs import Executor, Job, JobsOutcome, run_stage
 from gliotl.core.runs.rundir import RunDir
 from gliotl.core.runs.runlog import append_warnings, recorded_warnings, warning_summary
@@ -37,10 +38,20 @@ class Experiment:
     executor: Executor | None = None
     retries: int = 0
     progress: bool = True
+    heartbeat: RunHeartbeat | None = None
+
+    def doing(self, activity: str) -> None:
+        """What the run is on now, for the heartbeat lines between stages."""
+        if self.heartbeat is not None:
+            self.heartbeat.activity = activity
 
     def stage(self, jobs: Iterable[Job], description: str) -> JobsOutcome:
         """Run one stage's jobs (finished ones are reused); any failure stops the experiment."""
-        return run_stage(jobs, self.run, self.executor, self.retries, self.progress, description)
+        self.doing(f"stage '{description}'")
+        outcome = run_stage(jobs, self.run, self.executor, self.retries, self.progress,
+                            description)
+        self.doing(f"after stage '{description}'")
+        return outcome
 
     def splits(self, filename: str, sample_ids: Sequence[str],
                draw: Callable[[], pd.DataFrame], splits_file: str | Path | None = None
@@ -59,7 +70,10 @@ class Experiment:
 
     def prepare_once(self, marker: Path, prepare: Callable[[], T], load: Callable[[], T]) -> T:
         """``prepare()`` writes files ending with ``marker``; a resumed run calls ``load()``."""
-        return load() if marker.is_file() else prepare()
+        if marker.is_file():
+            return load()
+        self.doing(f"preparing {marker.name}")
+        return prepare()
 
     def inputs_checked(self) -> None:
         """The config's data were read and passed every check: from here on this run is worth
@@ -132,7 +146,9 @@ def _run_body(experiment: Experiment, body: Callable[[Experiment], dict[str, Any
     run = experiment.run
     records: list[dict[str, Any]] = []
     try:
-        with recorded_warnings() as records:
+        with recorded_warnings() as records, RunHeartbeat(run.path.name,
+                                                          experiment.progress) as heartbeat:
+            experiment.heartbeat = heartbeat
             fields = body(experiment) or {}
             experiment.inputs_checked()
     finally:
