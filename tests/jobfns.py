@@ -121,3 +121,23 @@ def busy(job_dir: Path, seconds: float) -> dict:
     while time.monotonic() < end:
         time.sleep(0.05)
     return {"seconds": seconds}
+
+
+def sleeps(job_dir: Path, seconds: float, index: int = 0) -> dict:
+    """A deliberately slow job (progress heartbeat tests)."""
+    import time
+
+    time.sleep(seconds)
+    return {"index": index}
+
+
+def fits_unconverged(job_dir: Path, fits: int = 2) -> dict:
+    """Real scikit-learn fits stopped before converging: each raises a ConvergenceWarning."""
+    from sklearn.linear_model import ElasticNet
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 30))
+    y = x[:, 0] + rng.normal(size=40)
+    for alpha in range(fits):
+        ElasticNet(alpha=1e-4 * (alpha + 1), max_iter=1, tol=1e-12).fit(x, y)
+    return {"fits": fits}

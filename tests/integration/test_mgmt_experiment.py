@@ -9,6 +9,7 @@ a bad config key is one line on stderr with exit status 2.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -123,9 +124,17 @@ def test_outputs_and_validation_threshold(runs):
     assert "module.conv_seg.0.weight" in __import__("torch").load(
         metrics["weights"], weights_only=True)["state_dict"]
     assert "policy" in run.report_path.read_text().lower()
+    card = (run.path / "model_card.md").read_text(encoding="utf-8")
+    for heading in ("Data", "Evaluation splits", "Metrics", "Intended use", "Limits"):
+        assert f"\n## {heading}\n" in card
+    assert f"{N_PATIENTS} labelled patients" in card and "T1GD (64 patients)" in card
+    spottune = holdout.loc[("struct", "spottune")]
+    assert (f"| struct | spottune | {int(spottune['n_test'])} | {spottune['roc_auc']:.3f} | "
+            f"{spottune['roc_auc_ci_low']:.2f}-{spottune['roc_auc_ci_high']:.2f} |") in card
+    assert "Small n:" in card and "Not for diagnosis" in card
 
 
-def test_resume_reuses_finished_jobs(runs):
+def test_resume_reuses_finished_jobs(runs, monkeypatch, capsys):
     from gliotl.mgmt.config import MGMTExperimentConfig
     from gliotl.mgmt.pipeline.experiment import run_mgmt_experiment
 
@@ -138,8 +147,14 @@ def test_resume_reuses_finished_jobs(runs):
     run.update_manifest(status="running")
     config = MGMTExperimentConfig.model_validate(run.config())
     before = pd.read_csv(run.predictions_path)
-    again = run_mgmt_experiment(config, runs["root"], out=run.path, resume=True, progress=False)
+    monkeypatch.setenv("CI", "true")  # as in a Slurm log: plain progress lines
+    capsys.readouterr()
+    again = run_mgmt_experiment(config, runs["root"], out=run.path, resume=True, progress=True)
     assert again.manifest()["status"] == "finished" and again.manifest()["resumed"]
+    out = capsys.readouterr().out
+    epochs = config.training.epochs
+    assert f"[gliotl] full T1GD fold 1: epoch {epochs}/{epochs}: train_loss " in out
+    assert re.search(r"\[gliotl\] fold models: (\d+)/\1 jobs done, [\d.]+ jobs/min, ETA 0s", out)
     assert killed.is_file()
     for path, stamp in stamps.items():
         if path != killed:

@@ -18,6 +18,25 @@ Resume = Annotated[bool, typer.Option("--resume", help="continue an interrupted 
 Overwrite = Annotated[bool, typer.Option(
     "--overwrite", help="replace the gliotl run at --out (only once the new run's data are "
                         "checked; a folder holding other files is never replaced)")]
+SetValues = Annotated[list[str] | None, typer.Option(
+    "--set", metavar="KEY=VALUE",
+    help="override one config value before it is checked (dotted key, YAML value; "
+         "repeatable), e.g. --set train.finetune.epochs=5 --set seed=3")]
+MlflowUri = Annotated[str | None, typer.Option(
+    "--mlflow", metavar="URI",
+    help="also log the finished run to this MLflow tracking URI (e.g. file:///tmp/mlruns); "
+         "needs the gliotl[mlflow] extra")]
+
+
+def log_to_mlflow(run, uri: str | None) -> None:
+    """Log a finished run to MLflow when ``--mlflow`` was given, and say where."""
+    if uri is None:
+        return
+    from gliotl.core.runs.mlflow_logging import log_run
+
+    typer.echo(f"mlflow: logged {run.path.name} to {uri} as run {log_run(run, uri)}")
+
+
 Force = Annotated[bool, typer.Option("--force", help="replace an existing --out file")]
 PredictOut = Annotated[Path | None, typer.Option(
     "--out", help="CSV to write (default: print); never inside a run folder")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -17,6 +18,7 @@ from pydantic import (
     ValidationInfo,
 )
 
+from gliotl.core.overrides import apply_overrides, override_for
 from gliotl.errors import GliotlError, input_error
 
 ConfigT = TypeVar("ConfigT", bound="StrictModel")
@@ -86,8 +88,10 @@ def resolve_config_paths(config: ConfigT, base_dir: str | Path) -> ConfigT:
     return type(config).model_validate(config.model_dump(), context={"base_dir": Path(base_dir)})
 
 
-def format_validation_error(exc: ValidationError, source: str | Path) -> GliotlError:
-    """Turn pydantic's multi-line report into one line naming the key and what was expected."""
+def format_validation_error(exc: ValidationError, source: str | Path,
+                            overrides: Sequence[str] = ()) -> GliotlError:
+    """Turn pydantic's multi-line report into one line naming the key and what was expected
+    (and the ``--set`` that gave the key, when one did)."""
     # An unknown key is usually a typo of a key reported as missing: name the typo first.
     errors = sorted(exc.errors(), key=lambda e: e.get("type") != "extra_forbidden")
     err = errors[0]
@@ -97,18 +101,24 @@ def format_validation_error(exc: ValidationError, source: str | Path) -> GliotlE
     else:
         expected = err.get("msg", "invalid value")
     more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    given = override_for(key, overrides)
+    if given is not None:
+        return GliotlError(f"--set {given}: field '{key}': {expected}{more} (config {source})")
     return input_error(source, key, expected + more)
 
 
 def validate_config(model: type[ConfigT], data: dict[str, Any], source: str | Path,
-                    base_dir: str | Path | None = None) -> ConfigT:
-    """Validate ``data`` read from ``source``; :data:`ConfigPath` fields resolve against
-    ``base_dir`` (default: the folder of ``source``)."""
+                    base_dir: str | Path | None = None, overrides: Sequence[str] = ()
+                    ) -> ConfigT:
+    """Validate ``data`` read from ``source`` after applying the ``--set`` ``overrides``;
+    :data:`ConfigPath` fields resolve against ``base_dir`` (default: the folder of
+    ``source``)."""
     base = Path(base_dir) if base_dir is not None else Path(source).resolve().parent
+    data = apply_overrides(data, overrides) if overrides else data
     try:
         return model.model_validate(data, context={"base_dir": base})
     except ValidationError as exc:
-        raise format_validation_error(exc, source) from None
+        raise format_validation_error(exc, source, overrides) from None
 
 
 MAX_YAML_NODES = 100_000
@@ -214,9 +224,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_config(model: type[ConfigT], path: str | Path) -> ConfigT:
-    """Load and validate a YAML config; its :data:`ConfigPath` fields resolve against its folder."""
-    return validate_config(model, load_yaml(path), path)
+def load_config(model: type[ConfigT], path: str | Path,
+                overrides: Sequence[str] = ()) -> ConfigT:
+    """Load and validate a YAML config (``--set`` ``overrides`` applied first); its
+    :data:`ConfigPath` fields resolve against its folder."""
+    return validate_config(model, load_yaml(path), path, overrides=overrides)
 
 
 def config_to_dict(config: BaseModel) -> dict[str, Any]:

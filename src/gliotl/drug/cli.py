@@ -24,20 +24,25 @@ def run_command(
     ray_address: opt.RayAddress = None,
     shared_fs: opt.SharedFs = True,
     retries: opt.Retries = 0,
+    set_values: opt.SetValues = None,
+    mlflow: opt.MlflowUri = None,
 ) -> None:
     """Run one drug-response experiment and write its run directory and report."""
+    from gliotl.core.runs.mlflow_logging import require_mlflow
     from gliotl.drug.config import load_experiment_config
     from gliotl.drug.pipeline.experiment import run_drug_experiment
 
+    require_mlflow(mlflow)
     jobs_executor = opt.build_executor(executor, workers, ray_address, shared_fs)
-    cfg, _ = load_experiment_config(config)
+    cfg, _ = load_experiment_config(config, set_values or ())
     run = run_drug_experiment(
         cfg, out=out, resume=resume, overwrite=overwrite,
-        executor=jobs_executor, retries=retries,
+        executor=jobs_executor, retries=retries, overrides=set_values or (),
     )
     from gliotl.drug.pipeline.report import print_summary
 
     print_summary(run)
+    opt.log_to_mlflow(run, mlflow)
 
 
 @drug_app.command("predict")

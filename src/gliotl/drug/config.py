@@ -9,7 +9,7 @@ key, a dataset field) is one error at load, naming the file and the field.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -281,7 +281,8 @@ class ExperimentConfig(StrictModel):
         return self
 
 
-def load_experiment_config(path: str | Path) -> tuple[ExperimentConfig, Path]:
-    """Load and validate (paths resolved against the file's folder); returns the config and
-    that folder."""
-    return load_config(ExperimentConfig, path), Path(path).resolve().parent
+def load_experiment_config(path: str | Path, overrides: Sequence[str] = ()
+                           ) -> tuple[ExperimentConfig, Path]:
+    """Load and validate (``--set`` overrides applied first, paths resolved against the
+    file's folder); returns the config and that folder."""
+    return load_config(ExperimentConfig, path, overrides), Path(path).resolve().parent

@@ -51,12 +51,13 @@ def prepare_command(
     config: Path = typer.Argument(..., help="YAML: cohort, preprocessing, cache_dir, "
                                   "cache_workers (e.g. configs/upenn_prepare.yaml)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    set_values: opt.SetValues = None,
 ) -> None:
     """Preprocess a cohort into the volume cache (parallel, resumable) and write its table."""
     from gliotl.core.config import load_config
     from gliotl.mgmt.data.prepare import PrepareConfig, run_prepare
 
-    settings = load_config(PrepareConfig, config)
+    settings = load_config(PrepareConfig, config, set_values or ())
     cohort, report, table = run_prepare(settings, progress=progress, echo=typer.echo)
     typer.echo(f"processed {len(report.processed)}, already cached {len(report.skipped)}, "
                f"failed {len(report.failed)}; cohort of {len(cohort.table)} patients -> {table}")
@@ -77,19 +78,24 @@ def run_command(
     ray_address: opt.RayAddress = None,
     shared_fs: opt.SharedFs = True,
     retries: opt.Retries = 0,
+    set_values: opt.SetValues = None,
+    mlflow: opt.MlflowUri = None,
 ) -> None:
     """Run the MGMT experiment (all methods, modalities, folds) and write its report."""
+    from gliotl.core.runs.mlflow_logging import require_mlflow
     from gliotl.mgmt.config import load_mgmt_config
     from gliotl.mgmt.pipeline.experiment import run_mgmt_experiment
     from gliotl.mgmt.pipeline.report import print_summary
 
+    require_mlflow(mlflow)
     jobs_executor = opt.build_executor(executor, workers, ray_address, shared_fs)
-    cfg, base_dir = load_mgmt_config(config)
+    cfg, base_dir = load_mgmt_config(config, set_values or ())
     run = run_mgmt_experiment(
         cfg, base_dir, out=out, resume=resume, overwrite=overwrite,
-        executor=jobs_executor, retries=retries,
+        executor=jobs_executor, retries=retries, overrides=set_values or (),
     )
     print_summary(run)
+    opt.log_to_mlflow(run, mlflow)
 
 
 @mgmt_app.command("predict")

@@ -8,6 +8,7 @@ MedicalNet-format weights), the compared methods, training, splits and late fusi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -207,10 +208,12 @@ class MGMTExperimentConfig(StrictModel):
         return groups
 
 
-def load_mgmt_config(path: str | Path) -> tuple[MGMTExperimentConfig, Path]:
-    """Load and validate; returns the config and the folder that relative paths refer to."""
+def load_mgmt_config(path: str | Path, overrides: Sequence[str] = ()
+                     ) -> tuple[MGMTExperimentConfig, Path]:
+    """Load and validate (``--set`` overrides applied first); returns the config and the
+    folder that relative paths refer to."""
     path = Path(path)
-    config = validate_config(MGMTExperimentConfig, load_yaml(path), path)
+    config = validate_config(MGMTExperimentConfig, load_yaml(path), path, overrides=overrides)
     return config, path.resolve().parent
 
 

@@ -21,8 +21,10 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from gliotl.core.config import StrictModel, config_to_dict
+from gliotl.core.reporting.progress import RunHeartbeat
 from gliotl.core.runs.jobs import Executor, Job, JobsOutcome, run_stage
 from gliotl.core.runs.rundir import RunDir
+from gliotl.core.runs.runlog import append_warnings, recorded_warnings, warning_summary
 from gliotl.errors import GliotlError, input_error
 
 T = TypeVar("T")
@@ -36,10 +38,20 @@ class Experiment:
     executor: Executor | None = None
     retries: int = 0
     progress: bool = True
+    heartbeat: RunHeartbeat | None = None
+
+    def doing(self, activity: str) -> None:
+        """What the run is on now, for the heartbeat lines between stages."""
+        if self.heartbeat is not None:
+            self.heartbeat.activity = activity
 
     def stage(self, jobs: Iterable[Job], description: str) -> JobsOutcome:
         """Run one stage's jobs (finished ones are reused); any failure stops the experiment."""
-        return run_stage(jobs, self.run, self.executor, self.retries, self.progress, description)
+        self.doing(f"stage '{description}'")
+        outcome = run_stage(jobs, self.run, self.executor, self.retries, self.progress,
+                            description)
+        self.doing(f"after stage '{description}'")
+        return outcome
 
     def splits(self, filename: str, sample_ids: Sequence[str],
                draw: Callable[[], pd.DataFrame], splits_file: str | Path | None = None
@@ -58,7 +70,10 @@ class Experiment:
 
     def prepare_once(self, marker: Path, prepare: Callable[[], T], load: Callable[[], T]) -> T:
         """``prepare()`` writes files ending with ``marker``; a resumed run calls ``load()``."""
-        return load() if marker.is_file() else prepare()
+        if marker.is_file():
+            return load()
+        self.doing(f"preparing {marker.name}")
+        return prepare()
 
     def inputs_checked(self) -> None:
         """The config's data were read and passed every check: from here on this run is worth
@@ -100,16 +115,19 @@ def run_experiment(
     executor: Executor | None = None,
     retries: int = 0,
     progress: bool = True,
+    **manifest_fields: Any,
 ) -> RunDir:
-    """Open the run for ``config``, run ``body`` in it and record how it ended."""
+    """Open the run for ``config``, run ``body`` in it and record how it ended.
+    ``manifest_fields`` (e.g. the ``--set`` overrides) are recorded in the manifest at once."""
     if retries < 0:
         raise GliotlError(f"--retries: expected a non-negative integer, got {retries}")
     run = RunDir.open(name, config_to_dict(config), seed, out=out, resume=resume,
                       overwrite=overwrite)
+    if manifest_fields:
+        run.update_manifest(**manifest_fields)
     experiment = Experiment(run, executor, retries, progress)
     try:
-        fields = body(experiment) or {}
-        experiment.inputs_checked()
+        fields = _run_body(experiment, body)
         run.finish("finished", **fields)
     except BaseException as exc:
         replacement = _fail(run, exc)
@@ -119,3 +137,23 @@ def run_experiment(
     finally:
         run.close()
     return run
+
+
+def _run_body(experiment: Experiment, body: Callable[[Experiment], dict[str, Any]]
+              ) -> dict[str, Any]:
+    """Run ``body`` with the driver's library warnings sent to the run's log; the run's
+    warnings (driver and jobs) are then counted once, in one line."""
+    run = experiment.run
+    records: list[dict[str, Any]] = []
+    try:
+        with recorded_warnings() as records, RunHeartbeat(run.path.name,
+                                                          experiment.progress) as heartbeat:
+            experiment.heartbeat = heartbeat
+            fields = body(experiment) or {}
+            experiment.inputs_checked()
+    finally:
+        append_warnings(run.path, "driver", records)
+        summary = warning_summary(run.path)
+        if summary is not None:
+            print(summary, flush=True)
+    return fields

@@ -23,7 +23,14 @@ from typing import Any, Protocol
 import pandas as pd
 
 from gliotl.core.io import write_csv, write_json, write_text
+from gliotl.core.reporting.progress import job_progress
 from gliotl.core.runs.rundir import RunDir
+from gliotl.core.runs.runlog import (
+    append_warnings,
+    load_job_warnings,
+    recorded_warnings,
+    save_job_warnings,
+)
 from gliotl.errors import GliotlError
 
 JobFn = Callable[..., dict[str, Any]]
@@ -76,9 +83,11 @@ def call_job(job: Job, job_dir: Path) -> dict[str, Any]:
     torch.set_num_threads(threads)
     start = time.perf_counter()
     try:
-        result = job.fn(job_dir=job_dir, **job.kwargs)
+        with recorded_warnings() as records:
+            result = job.fn(job_dir=job_dir, **job.kwargs)
     finally:
         torch.set_num_threads(previous)
+        save_job_warnings(job_dir, records)
     if not isinstance(result, dict):
         raise TypeError(f"job {job.job_id} returned {type(result).__name__}, expected dict")
     # Beside the result, not in it: results must not depend on the machine's speed.
@@ -327,9 +336,8 @@ def run_jobs(
     progress: bool = True,
     description: str = "jobs",
 ) -> JobsOutcome:
-    """Run every unfinished job; finished ones (from an earlier, interrupted run) are reused."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
+    """Run every unfinished job; finished ones (from an earlier, interrupted run) are reused.
+    Each job's library warnings go to the run's log, not to the screen."""
     jobs = list(jobs)
     ids = [job.job_id for job in jobs]
     if len(set(ids)) != len(ids):
@@ -340,18 +348,15 @@ def run_jobs(
     }
     todo = [job for job in jobs if job.job_id not in results]
     failures: list[JobFailure] = []
-    with Progress(
-        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), disable=not progress, transient=False,
-    ) as bar:
-        task = bar.add_task(description, total=len(jobs), completed=len(results))
+    with job_progress(description, len(jobs), len(results), progress) as bar:
         for job, result, attempts in executor.run(todo, run, retries):
+            append_warnings(run.path, job.job_id, load_job_warnings(run.job_dir(job.job_id)))
             if isinstance(result, BaseException):
                 failures.append(JobFailure(job.job_id, _format_exception(result), attempts))
             else:
                 save_job_result(run.job_dir(job.job_id), result)
                 results[job.job_id] = load_job_result(run.job_dir(job.job_id))
-            bar.advance(task)
+            bar.advance()
     if failures:
         run.update_manifest(failed_jobs=[f.__dict__ for f in failures])
     return JobsOutcome(results={k: results[k] for k in ids if k in results}, failures=failures)

@@ -20,6 +20,7 @@ their inputs as one request object (step data location, sub-configs, ids), never
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ import pandas as pd
 
 from gliotl.core.config import resolve_config_paths
 from gliotl.core.io import copy_file, write_csv
+from gliotl.core.reporting.model_card import write_model_card
 from gliotl.core.runs.experiment import Experiment, run_experiment
 from gliotl.core.runs.jobs import Executor, Job, JobsOutcome
 from gliotl.core.runs.rundir import RunDir
@@ -51,6 +53,7 @@ from gliotl.drug.methods.registry import (
 from gliotl.drug.network.model import NetworkConfig, TrainConfig
 from gliotl.drug.network.transfer import PaperTransfer
 from gliotl.drug.pipeline.batching import fit_predict_many, run_fold_stage
+from gliotl.drug.pipeline.model_card import drug_model_card
 from gliotl.drug.pipeline.preprocess import StepPreprocessor
 from gliotl.drug.pipeline.steps import StepData, prepare_steps, read_step, step_key
 from gliotl.errors import GliotlError
@@ -621,6 +624,7 @@ def _body(config: ExperimentConfig) -> Any:
         extra["selected_source_drug"] = eng.selected
         extra["compute"] = _compute(upstream_results, outcome.results)
         write_drug_outputs(exp.run, config, predictions, extra)
+        write_model_card(exp.run, drug_model_card(exp.run))
         return {"selected_source_drug": eng.selected}
 
     return body
@@ -635,11 +639,14 @@ def run_drug_experiment(
     executor: Executor | None = None,
     retries: int = 0,
     progress: bool = True,
+    overrides: Sequence[str] = (),
 ) -> RunDir:
     """Run the whole experiment and write its run directory; returns it. ``base_dir``: the
-    folder relative paths of a config validated without one refer to."""
+    folder relative paths of a config validated without one refer to; ``overrides``: the
+    ``--set`` values already applied to ``config``, recorded in the manifest."""
     if base_dir is not None:
         config = resolve_config_paths(config, base_dir)
     return run_experiment(config, _body(config), name=config.name, seed=config.seed, out=out,
                           resume=resume, overwrite=overwrite, executor=executor,
-                          retries=retries, progress=progress)
+                          retries=retries, progress=progress,
+                          **({"overrides": list(overrides)} if overrides else {}))

@@ -25,6 +25,7 @@ of each role that have that modality.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -164,12 +165,14 @@ def _weights(config: MGMTExperimentConfig, experiment: Experiment
 
 
 def fold_jobs(config: MGMTExperimentConfig, run: RunDir, splits: pd.DataFrame,
-              weights: str | None) -> list[Job]:
-    """One job per (method, unit, fold), each with its typed request."""
+              weights: str | None, epoch_lines: bool = False) -> list[Job]:
+    """One job per (method, unit, fold), each with its typed request; ``epoch_lines``: the
+    folds print per-epoch progress when output is not a terminal."""
     from gliotl.core.evaluation.splits import iter_folds
 
     shared: dict[str, Any] = dict(config=config, cohort_table=str(run.path / COHORT_FILE),
-                  cache_dir=str(cache_dir(config, run.path)), weights=weights)
+                  cache_dir=str(cache_dir(config, run.path)), weights=weights,
+                  epoch_lines=epoch_lines)
     jobs = []
     for method in (m.name for m in config.methods):
         for unit in config.units():
@@ -187,6 +190,8 @@ def fold_jobs(config: MGMTExperimentConfig, run: RunDir, splits: pd.DataFrame,
 
 def _body(config: MGMTExperimentConfig, experiment: Experiment, start: float) -> dict[str, Any]:
     """Cohort, weights, splits, fold models, then the run's outputs."""
+    from gliotl.core.reporting.model_card import write_model_card
+    from gliotl.mgmt.pipeline.model_card import mgmt_model_card
     from gliotl.mgmt.pipeline.report import write_mgmt_outputs
 
     run = experiment.run
@@ -198,7 +203,7 @@ def _body(config: MGMTExperimentConfig, experiment: Experiment, start: float) ->
     splits = _splits(config, experiment)
     experiment.inputs_checked()  # cohort and splits are read and valid: a replaced run may go
     weights, pretrain_summary = _weights(config, experiment)
-    jobs = fold_jobs(config, run, splits, weights)
+    jobs = fold_jobs(config, run, splits, weights, epoch_lines=experiment.progress)
     outcome = experiment.stage(jobs, "fold models")
     results = [outcome.results[job.job_id] for job in jobs]
     extra = {
@@ -212,6 +217,7 @@ def _body(config: MGMTExperimentConfig, experiment: Experiment, start: float) ->
         },
     }
     write_mgmt_outputs(run, config, results, extra)
+    write_model_card(run, mgmt_model_card(run))
     return {}
 
 
@@ -224,15 +230,18 @@ def run_mgmt_experiment(
     executor: Executor | None = None,
     retries: int = 0,
     progress: bool = True,
+    overrides: Sequence[str] = (),
 ) -> RunDir:
     """Run the whole experiment and write its run directory; returns it. Relative paths of
-    ``config`` are taken against ``base_dir`` (the config file's folder)."""
+    ``config`` are taken against ``base_dir`` (the config file's folder); ``overrides``: the
+    ``--set`` values already applied to ``config``, recorded in the manifest."""
     start = time.perf_counter()
     config = resolve_config_paths(config, base_dir)
     return run_experiment(
         config, lambda experiment: _body(config, experiment, start), name=config.name,
         seed=config.seed, out=out, resume=resume, overwrite=overwrite, executor=executor,
         retries=retries, progress=progress,
+        **({"overrides": list(overrides)} if overrides else {}),
     )
 
 

@@ -82,6 +82,7 @@ class FoldRequest:
     test_ids: list[str]
     weights: str | None
     seed: int
+    epoch_lines: bool = False  # per-epoch progress lines (plain output only)
 
     @property
     def training(self) -> TrainingConfig:
@@ -144,6 +145,7 @@ def _predictions(request: FoldRequest, model: Any, datasets: dict[str, Any], dev
 def fold_job(job_dir: Path, request: FoldRequest) -> dict[str, Any]:
     """Train one method on one modality (or the stack) and one fold; predict val and hold-out."""
     from gliotl.core.device import resolve_device
+    from gliotl.core.reporting.progress import EpochReporter, plain_output
     from gliotl.mgmt.models.spottune import SpotTune
     from gliotl.mgmt.pipeline.training import fit
 
@@ -152,7 +154,10 @@ def fold_job(job_dir: Path, request: FoldRequest) -> dict[str, Any]:
     steps = _steps_per_epoch(datasets["train"], training)
     model = build_network(request.config, request.method, request.unit, request.weights, steps)
     device = resolve_device(training.device)
-    result = fit(model, datasets["train"], datasets["val"], training, device, request.seed)
+    epochs = EpochReporter(f"{request.method} {request.unit} fold {request.fold}",
+                           training.epochs, enabled=request.epoch_lines and plain_output())
+    result = fit(model, datasets["train"], datasets["val"], training, device, request.seed,
+                 progress=epochs)
     save_torch(job_dir / "model.pt", result.state_dict)
     tags = {"method": request.method, "modality": request.unit, "fold": request.fold}
     out: dict[str, Any] = {
