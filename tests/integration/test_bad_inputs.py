@@ -13,6 +13,7 @@ import copy
 import errno
 import fcntl
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -332,6 +333,45 @@ def _drug_field_cases() -> list[Case]:
     return cases
 
 
+def _spoilt_data_case(case_id: str, file: str, change: Callable[[Any], None],
+                      names: str) -> Case:
+    """``drug run`` on a copy of the tiny data with ``change`` made to one of its tables: the
+    run it opened is marked failed, nothing else is written."""
+    def build(tmp: Path) -> list[str]:
+        import pandas as pd
+
+        data = _drug_data(tmp)
+        frame = pd.read_csv(data / file)
+        change(frame)
+        frame.to_csv(data / file, index=False)
+        return ["drug", "run", drug_config(tmp, setter("datasets.syn.path", str(data))),
+                "--out", tmp / "new"]
+
+    return Case(case_id, build, names, may_create=("new/",),
+                after=lambda t: _assert_status(t / "new", "failed"))
+
+
+def _constant(frame: Any) -> None:
+    frame.loc[frame["pubchem_id"] == "Temozolomide", "AUC"] = 0.5
+
+
+def _data_cases() -> list[Case]:
+    expression = "gene_expression.csv"
+    responses = "synthetic_chain.csv"
+    return [
+        _spoilt_data_case("drug-data-expression-inf", expression,
+                          lambda f: f.__setitem__("GENE0003", f["GENE0003"].astype(float).mask(
+                              f.index == 4, float("inf"))), "sample 'LINE-0004'"),
+        _spoilt_data_case("drug-data-expression-text", expression,
+                          lambda f: f.__setitem__("GENE0003", f["GENE0003"].astype(str).mask(
+                              f.index == 4, "high")), "GENE0003"),
+        _spoilt_data_case("drug-data-constant-target", responses, _constant, "steps.target"),
+        _spoilt_data_case("drug-data-response-text", responses,
+                          lambda f: f.__setitem__("AUC", f["AUC"].astype(str).mask(
+                              f.index == 3, "resistant")), "AUC"),
+    ]
+
+
 def _assert_status(run: Path, status: str) -> None:
     assert json.loads((run / "manifest.json").read_text())["status"] == status
 
@@ -589,6 +629,16 @@ def _predict_cases(assets: Path) -> list[Case]:
         frame.to_csv(path, index=False)
         return path
 
+    def spoilt(tmp: Path, change: Callable[[Any], Any]) -> Path:
+        """Three rows of the training expression with ``change`` made to the frame."""
+        import pandas as pd
+
+        frame = pd.read_csv(tmp / "data" / "synthetic_chain" / "gene_expression.csv").head(3)
+        frame = frame.astype({c: float for c in frame.columns[1:]})
+        change(frame)
+        frame.to_csv(tmp / "new.csv", index=False)
+        return tmp / "new.csv"
+
     def predict(case_id: str, names: str, *options: Any, prepare=None, data=None,
                 system: str = "drug", **kw: Any) -> Case:
         def build(tmp: Path) -> list[str]:
@@ -649,6 +699,14 @@ def _predict_cases(assets: Path) -> list[Case]:
             t, text="sample,G0,G1\nA,high,1\nB,low,2\n")),
         predict("data-too-few-genes", "genes", data=lambda t: expression(
             t, text="sample,NOTAGENE\nA,1\nB,2\n")),
+        predict("data-inf", "sample 'LINE-0001'", data=lambda t: spoilt(
+            t, lambda f: f.iloc.__setitem__((1, 3), float("inf")))),
+        predict("data-minus-inf", "GENE0002", data=lambda t: spoilt(
+            t, lambda f: f.iloc.__setitem__((2, 3), float("-inf")))),
+        predict("data-no-id-column", "expected the sample ID", data=lambda t: spoilt(
+            t, lambda f: f.pop("cell_line_name"))),
+        predict("data-id-column-is-a-gene", "GENE0000", data=lambda t: spoilt(
+            t, lambda f: f.insert(0, "GENE0000", f.pop("cell_line_name"), allow_duplicates=True))),
         predict("data-spec-duplicate-key", "spec.yaml: key 'kind' given twice",
                 data=lambda t: _text(t / "spec.yaml", "kind: drevalpy\nkind: table\n")),
         predict("data-spec-unknown-kind", "spec.yaml", data=lambda t: _text(
@@ -710,8 +768,8 @@ def _other_command_cases() -> list[Case]:
 
 def all_cases(assets: Path) -> list[Case]:
     return [*_name_cases(), *_yaml_cases(), *_drug_field_cases(), *_option_cases(),
-            *_mgmt_field_cases(), *_output_cases(), *_run_cases(assets), *_predict_cases(assets),
-            *_other_command_cases()]
+            *_mgmt_field_cases(), *_data_cases(), *_output_cases(), *_run_cases(assets),
+            *_predict_cases(assets), *_other_command_cases()]
 
 
 CASES = all_cases(Path("<assets>"))  # ids only; the assets path is bound at run time
@@ -970,3 +1028,56 @@ def test_killed_pool_run_resumes_to_the_same_bytes(assets, tmp_path, monkeypatch
         assert code == 0, lines
     resumed = (tmp_path / "killed" / "predictions.csv").read_bytes()
     assert resumed == (tmp_path / "whole" / "predictions.csv").read_bytes()
+
+
+def test_drug_predict_reads_as_drug_run_and_counts_what_it_imputed_or_averaged(assets, tmp_path,
+                                                                               capsys):
+    import pandas as pd
+
+    frame = pd.read_csv(assets / "data" / "synthetic_chain" / "gene_expression.csv").head(3)
+    frame = frame.astype({c: float for c in frame.columns[1:]})
+    clean_path, spoilt_path = tmp_path / "clean.csv", tmp_path / "spoilt.csv"
+    frame.to_csv(clean_path, index=False)
+    spoilt = frame.copy()
+    spoilt.iloc[1, 3] = float("nan")
+    spoilt = pd.concat([spoilt, spoilt.iloc[[2]]])  # LINE-0002 twice: averaged to itself
+    spoilt.to_csv(spoilt_path, index=False)
+    code, out, _ = run_gliotl(["drug", "predict", assets / "run", clean_path], capsys)
+    assert code == 0
+    clean = pd.read_csv(io.StringIO(out))
+    code, out, _ = run_gliotl(["drug", "predict", assets / "run", spoilt_path], capsys)
+    assert code == 0
+    result = pd.read_csv(io.StringIO(out))
+    assert list(result["sample_id"]) == list(clean["sample_id"])  # one row per sample
+    assert list(result["values_imputed"]) == [0, 1, 0]
+    assert result["note"].str.contains("LINE-0002").all()
+    assert result["prediction"].iloc[2] == pytest.approx(clean["prediction"].iloc[2])
+
+
+def test_policy_changes_are_listed_in_the_run_and_its_report(assets, tmp_path):
+    import pandas as pd
+
+    from gliotl.drug.config import load_experiment_config
+    from gliotl.drug.pipeline.steps import prepare_steps
+
+    data = _drug_data(tmp_path)
+    responses = pd.read_csv(data / "synthetic_chain.csv")
+    temozolomide = responses.index[responses["pubchem_id"] == "Temozolomide"]
+    responses.loc[temozolomide[0], "AUC"] = float("inf")
+    responses = pd.concat([responses, responses.loc[[temozolomide[1]]].assign(AUC=0.9)])
+    responses.to_csv(data / "synthetic_chain.csv", index=False)
+    expression = pd.read_csv(data / "gene_expression.csv")
+    expression.loc[4, "GENE0003"] = float("nan")
+    expression.to_csv(data / "gene_expression.csv", index=False)
+    config, _ = load_experiment_config(drug_config(tmp_path, setter("datasets.syn.path",
+                                                                   str(data))))
+    prepare_steps(config, tmp_path / "prepared")
+    changes = json.loads((tmp_path / "prepared" / "summary.json").read_text())["changes"]
+    by_what = {c["what"]: c for c in changes}
+    assert by_what["repeated response measurements"]["samples"] == ["line0001"]
+    assert by_what["non-finite (inf) response"]["samples"] == ["line0000"]
+    assert by_what["1 missing expression values"]["fields"] == ["GENE0003"]
+    assert all(c["file"] == str(data) for c in changes)
+    finished = json.loads((assets / "run" / "data_changes.json").read_text())
+    assert finished == {"changes": []}
+    assert "data_changes.json" in (assets / "run" / "report.html").read_text()

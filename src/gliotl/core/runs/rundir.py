@@ -45,7 +45,8 @@ RUN_FILES = frozenset({
     "config.yaml", "manifest.json", "splits.csv", "predictions.csv", "metrics.json",
     "report.html", "cohort.csv", "cohort_summary.json", "source_selection.csv", "source_cv.csv",
     "nested_selection.csv", "history.csv", "policy_usage.csv", "splits_selection.csv",
-    "cohort.exclusions.json", "tuning.csv", "permutation_null.csv", LOCK_FILE,
+    "cohort.exclusions.json", "tuning.csv", "permutation_null.csv", "data_changes.json",
+    LOCK_FILE,
 })
 RUN_FOLDERS = frozenset({"checkpoints", "jobs", "data", "cache", "cohort", "pretrain_cohort"})
 """Everything a run writes at its top level (``splits_source_<drug>.csv`` and temporary files

@@ -50,6 +50,7 @@ from gliotl.drug.methods.registry import (
 )
 from gliotl.drug.network.model import NetworkConfig, TrainConfig
 from gliotl.drug.network.transfer import PaperTransfer
+from gliotl.drug.pipeline.data_changes import DATA_CHANGES, record_data_changes
 from gliotl.drug.pipeline.preprocess import StepPreprocessor
 from gliotl.drug.pipeline.steps import StepData, prepare_steps, read_step, step_key
 from gliotl.errors import GliotlError
@@ -600,6 +601,7 @@ def _body(config: ExperimentConfig) -> Any:
         eng = Engine(exp, config)
         exp.prepare_once(eng.data_dir / "summary.json",
                          lambda: prepare_steps(config, eng.data_dir), lambda: None)
+        record_data_changes(eng.data_dir / "summary.json", exp.run.path / DATA_CHANGES)
         check_split_files(eng)
         exp.inputs_checked()  # the data are read and valid: a replaced run may go now
         extra: dict[str, Any] = {}
