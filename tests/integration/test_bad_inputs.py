@@ -305,6 +305,9 @@ def _drug_field_cases() -> list[Case]:
         ("chain-unknown-step", "methods.0.chain", ["nope"], "chain step"),
         ("chain-target-step", "methods.0.chain", ["target"], "chain step"),
         ("n-boot-text", "n_boot", "many", "n_boot"),
+        ("n-boot-zero", "n_boot", 0, "n_boot"),
+        ("n-boot-negative", "n_boot", -5, "n_boot"),
+        ("train-seed-negative", "train.finetune.seed", -1, "train.finetune.seed"),
         ("unknown-top-key", "epochs", 3, "epochs"),
         ("filters-not-list", "steps.target.filters", "glioma", "steps.target.filters"),
         ("filter-unknown-key", "steps.target.filters", [{"column": "tissue", "eq": "x"}],
@@ -430,9 +433,21 @@ def _mgmt_field_cases() -> list[Case]:
         ("method-training-key", "methods", [{"name": "full", "training": {"epoch": 1}}],
          "epoch"),
     ]
-    return [Case(f"mgmt-{label}", lambda t, k=key, v=value: [
+    cases = [Case(f"mgmt-{label}", lambda t, k=key, v=value: [
         "mgmt", "run", mgmt_config(t, setter(k, v)), "--out", t / "new"], names)
         for label, key, value, names in bad_fields]
+    # 8 phantom patients leave one methylated patient outside the hold-out: 2 folds cannot
+    # both train on it; refused once the splits are drawn, before any training
+    cases.append(Case("mgmt-more-folds-than-a-class", lambda t: [
+        "mgmt", "run", mgmt_config(t), "--out", t / "new"], "split.n_splits",
+        may_create=("new/",), after=lambda t: (_assert_status(t / "new", "failed"), _no_jobs(
+            t / "new"))))
+    return cases
+
+
+def _no_jobs(run: Path) -> None:
+    """No fold model was trained."""
+    assert not list(run.glob("jobs/*/model.pt"))
 
 
 def _run_folder(tmp: Path, assets: Path, name: str = "run") -> Path:
@@ -761,6 +776,17 @@ def _other_command_cases() -> list[Case]:
         Case("mgmt-pretrain-epochs-text", lambda t: [
             "mgmt", "pretrain", "--cohort", t / "c.csv", "--out", t / "w.pth", "--epochs",
             "ten"], "--epochs"),
+        *[Case(f"mgmt-pretrain-{label}", lambda t, o=option, v=value: [
+            "mgmt", "pretrain", "--cohort", t / "c.csv", "--out", t / "w.pth", o, v], option)
+          for label, option, value in [
+              ("epochs-zero", "--epochs", "0"), ("batch-size-negative", "--batch-size", "-1"),
+              ("lr-zero", "--lr", "0"), ("lr-negative", "--lr", "-0.1"),
+              ("seed-negative", "--seed", "-1"), ("depth-below-10", "--depth", "1")]],
+        *[Case(f"mgmt-phantom-{label}", lambda t, o=option, v=value: [
+            "mgmt", "phantom", "--out", t / "p", "--patients", "2", o, v], option)
+          for label, option, value in [
+              ("patients-zero", "--patients", "0"), ("signal-negative", "--signal", "-1"),
+              ("seed-negative", "--seed", "-3")]],
         Case("mgmt-pretrain-missing-cohort", lambda t: [
             "mgmt", "pretrain", "--cohort", t / "c.csv", "--out", t / "w.pth"], "c.csv"),
     ]

@@ -192,6 +192,13 @@ class MGMTExperimentConfig(StrictModel):
         """What one network sees: each modality (per_modality) or the stack of all."""
         return list(self.modalities) if self.input_mode == "per_modality" else ["stacked"]
 
+    def fusion_units(self) -> dict[str, list[str]]:
+        """The groups by the units their networks are named after (``modality`` of the
+        predictions): the stacked network is its own one-unit group."""
+        if self.input_mode == "stacked":
+            return {"stacked": ["stacked"]}
+        return self.fusion_groups()
+
     def fusion_groups(self) -> dict[str, list[str]]:
         """Groups restricted to the configured modalities; empty groups dropped, duplicates
         (two groups with the same members) kept once, under the first name."""
