@@ -9,7 +9,7 @@ MedicalNet-format weights), the compared methods, training, splits and late fusi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -47,7 +47,9 @@ class PretrainConfig(StrictModel):
     epochs: int = Field(default=10, ge=1)
     batch_size: int = Field(default=4, ge=1)
     lr: float = Field(default=1e-3, gt=0)
-    shape: tuple[int, int, int] = Field(default=(32, 40, 40), description="(D, H, W) network input")
+    shape: tuple[Annotated[int, Field(ge=8)], Annotated[int, Field(ge=8)],
+                 Annotated[int, Field(ge=8)]] = Field(default=(32, 40, 40),
+                                                     description="(D, H, W) network input")
     modalities: list[str] | None = Field(default=None, description="default: the experiment's")
     max_patients: int | None = Field(default=None, ge=1)
 
