@@ -575,6 +575,12 @@ def _run_cases(assets: Path) -> list[Case]:
             (run / "jobs" / "target-mean-r0-f0" / "result.json").write_text(text)
         return prepare
 
+    def corrupt_job_file(relative: str) -> Callable[[Path], None]:
+        def prepare(run: Path) -> None:
+            unfinished(run)
+            (run / "jobs" / relative).write_text("{garbage")
+        return prepare
+
     def drop_frame(run: Path) -> None:
         unfinished(run)
         (run / "jobs" / "target-mean-r0-f0" / "predictions.csv").unlink()
@@ -619,6 +625,11 @@ def _run_cases(assets: Path) -> list[Case]:
         on_run("resume-job-frame-missing", drop_frame, "predictions.csv", "--resume",
                may_change=resumed),
         on_run("resume-corrupt-run-config", corrupt_config, "config.yaml", "--resume"),
+        on_run("resume-final-model-damaged", corrupt_job_file("final-target_only/model.pt"),
+               "final-target_only/model.pt", "--resume", may_change=resumed),
+        on_run("resume-final-preprocess-damaged",
+               corrupt_job_file("final-target_only/preprocess.json"),
+               "final-target_only/preprocess.json", "--resume", may_change=resumed),
         on_run("resume-manifest-not-object", manifest_list, "manifest.json", "--resume"),
         on_run("overwrite-manifest-not-object", manifest_list, "manifest.json", "--overwrite",
                forbid=("unfinished",)),
@@ -798,10 +809,45 @@ def _other_command_cases() -> list[Case]:
     ]
 
 
+def _gdsc_cache(tmp: Path, damage: str) -> list[str]:
+    """A complete-looking GDSC PyPI cache in ``tmp/cache`` whose ``damage`` file is spoilt (cut
+    short, or its columns dropped), read through ``data summary``."""
+    import pandas as pd
+
+    folder = tmp / "cache" / "gdsc_pypi"
+    folder.mkdir(parents=True)
+    frames = {
+        "expression.parquet": pd.DataFrame({"TP53": [1.0, 2.0]}, index=["A", "B"]),
+        "response.parquet": pd.DataFrame({"cell_line_name": ["A"], "drug": ["d"],
+                                          "measure": ["AUC"], "value": [0.5],
+                                          "source": ["GDSC2"]}),
+        "cell_lines.parquet": pd.DataFrame({"NAME": ["A"], "COSMIC": [1], "TISSUE": ["t"],
+                                            "TISSUE_SUB_TYPE": ["s"]}),
+    }
+    for name, frame in frames.items():
+        frame.to_parquet(folder / name)
+    target = folder / damage.split(":")[0]
+    if damage.endswith(":columns"):
+        pd.DataFrame({"other": [1]}).to_parquet(target)
+    else:
+        target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+    (folder / "manifest.json").write_text(json.dumps({"format": 1, "files": list(frames)}))
+    return ["data", "summary", _text(tmp / "spec.yaml", "kind: gdsc_pypi\ncache_dir: cache\n")]
+
+
+def _cache_cases() -> list[Case]:
+    return [Case(f"gdsc-cache-{label}", lambda t, d=damage: _gdsc_cache(t, d), names)
+            for label, damage, names in [
+                ("expression-truncated", "expression.parquet", "data fetch gdsc --force"),
+                ("response-truncated", "response.parquet", "response.parquet"),
+                ("cell-lines-columns", "cell_lines.parquet:columns", "NAME"),
+            ]]
+
+
 def all_cases(assets: Path) -> list[Case]:
     return [*_name_cases(), *_yaml_cases(), *_drug_field_cases(), *_option_cases(),
             *_mgmt_field_cases(), *_data_cases(), *_output_cases(), *_run_cases(assets),
-            *_predict_cases(assets), *_other_command_cases()]
+            *_predict_cases(assets), *_other_command_cases(), *_cache_cases()]
 
 
 CASES = all_cases(Path("<assets>"))  # ids only; the assets path is bound at run time

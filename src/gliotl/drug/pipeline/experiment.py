@@ -20,6 +20,7 @@ their inputs as one request object (step data location, sub-configs, ids), never
 from __future__ import annotations
 
 import time
+import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -573,9 +574,23 @@ def final_models(eng: Engine, artefacts: dict[str, str]) -> None:
         ids, save_model=True)}) for m in methods]
     eng.exp.stage(jobs, "final models")
     for method, job in zip(methods, jobs, strict=True):
+        job_dir = eng.exp.run.job_dir(job.job_id)
+        check_saved_model(job_dir)
         for file in ("model.pt", "preprocess.json"):
-            copy_file(eng.exp.run.job_dir(job.job_id) / file,
-                      eng.exp.run.checkpoints / method.name / file)
+            copy_file(job_dir / file, eng.exp.run.checkpoints / method.name / file)
+
+
+def check_saved_model(job_dir: Path) -> None:
+    """A final model left damaged in its job folder (a resumed run reuses it) never becomes a
+    finished run's checkpoint: its state and archive must read back."""
+    model = job_dir / "model.pt"
+    try:
+        StepPreprocessor.load(job_dir / "preprocess.json")
+        if not zipfile.is_zipfile(model):
+            raise GliotlError(f"{model}: not a saved model archive")
+    except GliotlError as exc:
+        raise GliotlError(f"{str(exc).split(': ')[0]}: damaged job result; delete the folder "
+                          f"{job_dir} and rerun with --resume to redo that job") from None
 
 
 def check_split_files(eng: Engine) -> None:
