@@ -358,6 +358,36 @@ def _constant(frame: Any) -> None:
     frame.loc[frame["pubchem_id"] == "Temozolomide", "AUC"] = 0.5
 
 
+def _with_source_cv(splits_file: str) -> Callable[[dict], None]:
+    """A source step (the other lines, Oxaliplatin) chained before the glioma target, with
+    ``source_cv`` reading ``splits_file``."""
+    def change(config: dict) -> None:
+        config["steps"] = {
+            "source": {"dataset": "syn", "drug": "Oxaliplatin",
+                       "filters": [{"column": "tissue", "equals": "other"}]},
+            "target": {"dataset": "syn", "drug": "Temozolomide",
+                       "filters": [{"column": "tissue", "equals": "glioma"}]},
+        }
+        config["methods"][0]["chain"] = ["source"]
+        config["source_cv"] = {"n_splits": 2, "n_repeats": 1, "splits_file": splits_file}
+    return change
+
+
+def _source_cv_split_cases() -> list[Case]:
+    """A source_cv split file is read with the data: a bad one given with --overwrite leaves
+    the finished run in place (it was once read after the old run was deleted)."""
+    def build(tmp: Path, text: str | None) -> list[str]:
+        run = _run_folder(tmp, ASSETS[0])
+        if text is not None:
+            _text(tmp / "source_splits.csv", text)
+        return ["drug", "run", drug_config(tmp, _with_source_cv("source_splits.csv")),
+                "--out", run, "--overwrite"]
+
+    return [Case(f"drug-source-cv-splits-{label}", lambda t, x=text: build(t, x),
+                 "source_splits.csv", after=lambda t: _assert_status(t / "run", "finished"))
+            for label, text in [("missing", None), ("bad-columns", "a,b\n1,2\n")]]
+
+
 def _data_cases() -> list[Case]:
     expression = "gene_expression.csv"
     responses = "synthetic_chain.csv"
@@ -846,7 +876,8 @@ def _cache_cases() -> list[Case]:
 
 def all_cases(assets: Path) -> list[Case]:
     return [*_name_cases(), *_yaml_cases(), *_drug_field_cases(), *_option_cases(),
-            *_mgmt_field_cases(), *_data_cases(), *_output_cases(), *_run_cases(assets),
+            *_mgmt_field_cases(), *_data_cases(), *_source_cv_split_cases(), *_output_cases(),
+            *_run_cases(assets),
             *_predict_cases(assets), *_other_command_cases(), *_cache_cases()]
 
 
@@ -1159,3 +1190,21 @@ def test_policy_changes_are_listed_in_the_run_and_its_report(assets, tmp_path):
     finished = json.loads((assets / "run" / "data_changes.json").read_text())
     assert finished == {"changes": []}
     assert "data_changes.json" in (assets / "run" / "report.html").read_text()
+
+
+def test_failed_job_advice_fits_the_cause(tmp_path):
+    """A job that failed on the config or data cannot be helped by --resume (the run keeps
+    both); one that crashed otherwise (memory, a killed worker) can."""
+    from gliotl.core.runs.jobs import JobFailure, JobsOutcome
+    from gliotl.core.runs.rundir import RunDir
+    from gliotl.errors import GliotlError
+
+    run = RunDir(tmp_path)
+    user = JobsOutcome({}, [JobFailure("j", "GliotlError: training fold has a single class", 1)])
+    with pytest.raises(GliotlError) as caught:
+        user.raise_on_failure(run)
+    assert "--overwrite" in str(caught.value) and "--resume" not in str(caught.value)
+    crash = JobsOutcome({}, [JobFailure("j", "MemoryError: out of memory", 1)])
+    with pytest.raises(GliotlError) as caught:
+        crash.raise_on_failure(run)
+    assert "rerun with --resume" in str(caught.value)

@@ -434,17 +434,22 @@ def select_source(eng: Engine, extra: dict[str, Any]) -> None:
                                  "selected": eng.selected}
 
 
-def source_cv(eng: Engine, extra: dict[str, Any]) -> None:
-    """K-fold CV of each source model (pretraining settings) on its own step."""
+def source_cv_steps(eng: Engine) -> list[tuple[str, StepInput]]:
+    """The (drug, step) pairs whose source models ``source_cv`` cross-validates."""
     config, sel = eng.config, eng.config.source_selection
-    if config.source_cv is None:
-        return
     src_step = sel.step if sel else config.methods[0].steps()[0]
     drugs = sel.candidates if sel else [config.steps[src_step].drug]
+    return [(drug, eng.step(step_key(src_step, drug) if sel else src_step)) for drug in drugs]
+
+
+def source_cv(eng: Engine, extra: dict[str, Any]) -> None:
+    """K-fold CV of each source model (pretraining settings) on its own step."""
+    config = eng.config
+    if config.source_cv is None:
+        return
     pretrain = TrainOverride(**config.train.preset("pretrain").model_dump())
     rows = []
-    for drug in drugs:
-        step = eng.step(step_key(src_step, drug) if sel else src_step)
+    for drug, step in source_cv_steps(eng):
         splits = eng.splits(f"splits_source_{drug}.csv", step, config.source_cv)
         method = NetworkMethod(name=f"source_{drug}", kind="network",
                                params=NetworkParams(train=pretrain))
@@ -601,6 +606,9 @@ def check_split_files(eng: Engine) -> None:
         eng.splits("splits_selection.csv", eng.step(sel.score_on), sel.cv)
     if config.target_cv.splits_file:
         eng.splits("splits.csv", eng.step(config.target), config.target_cv)
+    if config.source_cv is not None and config.source_cv.splits_file:
+        for drug, step in source_cv_steps(eng):
+            eng.splits(f"splits_source_{drug}.csv", step, config.source_cv)
 
 
 def _compute(*results: dict[str, dict]) -> dict[str, float]:
