@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import typer
@@ -71,28 +72,28 @@ def _mgmt_config(quick: bool) -> dict:
 
 def run_demo(out: Path, quick: bool = False, overwrite: bool = False,
              progress: bool = True) -> DemoResult:
+    from gliotl.core.config import resolve_config_paths
     from gliotl.core.reporting.report import Report
-    from gliotl.drug.config import ExperimentConfig
     from gliotl.drug.pipeline.experiment import run_drug_experiment
     from gliotl.mgmt.config import MGMTExperimentConfig
     from gliotl.mgmt.pipeline.experiment import run_mgmt_experiment
 
-    out = Path(out)
+    out = Path(out).resolve()  # the parts' paths are written once, absolute (never doubled)
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    drug_dict, drug_data = _drug_config(quick, out)
-    drug_config = ExperimentConfig.model_validate(drug_dict)
+    drug_config, drug_data = demo_drug_config(quick, out)
     drug_run = _run_or_reuse(lambda resume, ow: run_drug_experiment(
         drug_config, out, out=out / "drug", resume=resume, overwrite=ow, progress=progress),
-        out / "drug", overwrite)
+        out / "drug", overwrite, drug_config)
     seconds["drug"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    mgmt_config = MGMTExperimentConfig.model_validate(_mgmt_config(quick))
+    mgmt_config = resolve_config_paths(
+        MGMTExperimentConfig.model_validate(_mgmt_config(quick)), out)
     mgmt_run = _run_or_reuse(lambda resume, ow: run_mgmt_experiment(
         mgmt_config, out, out=out / "mgmt", resume=resume, overwrite=ow, progress=progress),
-        out / "mgmt", overwrite)
+        out / "mgmt", overwrite, mgmt_config)
     seconds["mgmt"] = time.perf_counter() - start
 
     report = Report("gliotl demo: transfer learning for small glioblastoma datasets")
@@ -120,11 +121,32 @@ def run_demo(out: Path, quick: bool = False, overwrite: bool = False,
     return DemoResult(Path(path), drug_run, mgmt_run, drug_data, seconds)
 
 
-def _run_or_reuse(runner, path: Path, overwrite: bool) -> RunDir:
-    """A finished part is reused (warm second run), an unfinished one resumed."""
+def demo_drug_config(quick: bool, out: Path) -> tuple[Any, str]:
+    """The drug part's config with its paths resolved against ``out``, and its data source."""
+    from gliotl.core.config import resolve_config_paths
+    from gliotl.drug.config import ExperimentConfig
+
+    out = Path(out).resolve()  # a relative out joined to itself once gave runs/demo/runs/demo
+    drug_dict, drug_data = _drug_config(quick, out)
+    return resolve_config_paths(ExperimentConfig.model_validate(drug_dict), out), drug_data
+
+
+def _run_or_reuse(runner, path: Path, overwrite: bool, config: Any) -> RunDir:
+    """A finished part is reused (warm second run) only when it was run with this very config
+    (a ``--quick`` part is no full one); an unfinished one is resumed (which checks the same)."""
+    from gliotl.core.config import config_to_dict
+    from gliotl.core.runs.rundir import _first_difference
+
     run = RunDir(path)
     if run.manifest_path.is_file() and not overwrite:
         if run.manifest().get("status") == "finished":
+            diff = _first_difference(run.config(), yaml.safe_load(yaml.safe_dump(
+                config_to_dict(config))))
+            if diff is not None:
+                raise GliotlError(
+                    f"{run.config_path}: field '{diff}' differs from this demo's (the part "
+                    "here ran with other options, such as --quick); pass --overwrite to "
+                    "recompute it, or give another --out")
             return run
         return runner(True, False)
     return runner(False, overwrite)

@@ -13,6 +13,7 @@ import copy
 import errno
 import fcntl
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -304,6 +305,9 @@ def _drug_field_cases() -> list[Case]:
         ("chain-unknown-step", "methods.0.chain", ["nope"], "chain step"),
         ("chain-target-step", "methods.0.chain", ["target"], "chain step"),
         ("n-boot-text", "n_boot", "many", "n_boot"),
+        ("n-boot-zero", "n_boot", 0, "n_boot"),
+        ("n-boot-negative", "n_boot", -5, "n_boot"),
+        ("train-seed-negative", "train.finetune.seed", -1, "train.finetune.seed"),
         ("unknown-top-key", "epochs", 3, "epochs"),
         ("filters-not-list", "steps.target.filters", "glioma", "steps.target.filters"),
         ("filter-unknown-key", "steps.target.filters", [{"column": "tissue", "eq": "x"}],
@@ -330,6 +334,75 @@ def _drug_field_cases() -> list[Case]:
                 t / "new", "failed")),
     ]
     return cases
+
+
+def _spoilt_data_case(case_id: str, file: str, change: Callable[[Any], None],
+                      names: str) -> Case:
+    """``drug run`` on a copy of the tiny data with ``change`` made to one of its tables: the
+    run it opened is marked failed, nothing else is written."""
+    def build(tmp: Path) -> list[str]:
+        import pandas as pd
+
+        data = _drug_data(tmp)
+        frame = pd.read_csv(data / file)
+        change(frame)
+        frame.to_csv(data / file, index=False)
+        return ["drug", "run", drug_config(tmp, setter("datasets.syn.path", str(data))),
+                "--out", tmp / "new"]
+
+    return Case(case_id, build, names, may_create=("new/",),
+                after=lambda t: _assert_status(t / "new", "failed"))
+
+
+def _constant(frame: Any) -> None:
+    frame.loc[frame["pubchem_id"] == "Temozolomide", "AUC"] = 0.5
+
+
+def _with_source_cv(splits_file: str) -> Callable[[dict], None]:
+    """A source step (the other lines, Oxaliplatin) chained before the glioma target, with
+    ``source_cv`` reading ``splits_file``."""
+    def change(config: dict) -> None:
+        config["steps"] = {
+            "source": {"dataset": "syn", "drug": "Oxaliplatin",
+                       "filters": [{"column": "tissue", "equals": "other"}]},
+            "target": {"dataset": "syn", "drug": "Temozolomide",
+                       "filters": [{"column": "tissue", "equals": "glioma"}]},
+        }
+        config["methods"][0]["chain"] = ["source"]
+        config["source_cv"] = {"n_splits": 2, "n_repeats": 1, "splits_file": splits_file}
+    return change
+
+
+def _source_cv_split_cases() -> list[Case]:
+    """A source_cv split file is read with the data: a bad one given with --overwrite leaves
+    the finished run in place (it was once read after the old run was deleted)."""
+    def build(tmp: Path, text: str | None) -> list[str]:
+        run = _run_folder(tmp, ASSETS[0])
+        if text is not None:
+            _text(tmp / "source_splits.csv", text)
+        return ["drug", "run", drug_config(tmp, _with_source_cv("source_splits.csv")),
+                "--out", run, "--overwrite"]
+
+    return [Case(f"drug-source-cv-splits-{label}", lambda t, x=text: build(t, x),
+                 "source_splits.csv", after=lambda t: _assert_status(t / "run", "finished"))
+            for label, text in [("missing", None), ("bad-columns", "a,b\n1,2\n")]]
+
+
+def _data_cases() -> list[Case]:
+    expression = "gene_expression.csv"
+    responses = "synthetic_chain.csv"
+    return [
+        _spoilt_data_case("drug-data-expression-inf", expression,
+                          lambda f: f.__setitem__("GENE0003", f["GENE0003"].astype(float).mask(
+                              f.index == 4, float("inf"))), "sample 'LINE-0004'"),
+        _spoilt_data_case("drug-data-expression-text", expression,
+                          lambda f: f.__setitem__("GENE0003", f["GENE0003"].astype(str).mask(
+                              f.index == 4, "high")), "GENE0003"),
+        _spoilt_data_case("drug-data-constant-target", responses, _constant, "steps.target"),
+        _spoilt_data_case("drug-data-response-text", responses,
+                          lambda f: f.__setitem__("AUC", f["AUC"].astype(str).mask(
+                              f.index == 3, "resistant")), "AUC"),
+    ]
 
 
 def _assert_status(run: Path, status: str) -> None:
@@ -385,14 +458,32 @@ def _mgmt_field_cases() -> list[Case]:
         ("input-mode-unknown", "input_mode", "fused", "input_mode"),
         ("cohort-unknown-kind", "cohort.kind", "nifti", "cohort"),
         ("cache-workers-zero", "cache_workers", 0, "cache_workers"),
+        ("cohort-phantom-seed-negative", "cohort.seed", -1, "cohort.phantom.seed"),
+        ("cohort-phantom-shape-tiny", "cohort.shape", [4, 32, 24], "cohort.phantom.shape.0"),
+        ("model-pretrain-shape-tiny", "model.pretrain",
+         {"cohort": {"kind": "phantom"}, "shape": [16, 2, 16]}, "model.pretrain.shape.1"),
+        ("model-pretrain-epochs-zero", "model.pretrain",
+         {"cohort": {"kind": "phantom"}, "epochs": 0}, "model.pretrain.epochs"),
         ("fusion-missing-policy", "fusion", {"missing": "impute"}, "fusion.missing"),
         ("unknown-top-key", "epochs", 3, "epochs"),
         ("method-training-key", "methods", [{"name": "full", "training": {"epoch": 1}}],
          "epoch"),
     ]
-    return [Case(f"mgmt-{label}", lambda t, k=key, v=value: [
+    cases = [Case(f"mgmt-{label}", lambda t, k=key, v=value: [
         "mgmt", "run", mgmt_config(t, setter(k, v)), "--out", t / "new"], names)
         for label, key, value, names in bad_fields]
+    # 8 phantom patients leave one methylated patient outside the hold-out: 2 folds cannot
+    # both train on it; refused once the splits are drawn, before any training
+    cases.append(Case("mgmt-more-folds-than-a-class", lambda t: [
+        "mgmt", "run", mgmt_config(t), "--out", t / "new"], "split.n_splits",
+        may_create=("new/",), after=lambda t: (_assert_status(t / "new", "failed"), _no_jobs(
+            t / "new"))))
+    return cases
+
+
+def _no_jobs(run: Path) -> None:
+    """No fold model was trained."""
+    assert not list(run.glob("jobs/*/model.pt"))
 
 
 def _run_folder(tmp: Path, assets: Path, name: str = "run") -> Path:
@@ -514,6 +605,12 @@ def _run_cases(assets: Path) -> list[Case]:
             (run / "jobs" / "target-mean-r0-f0" / "result.json").write_text(text)
         return prepare
 
+    def corrupt_job_file(relative: str) -> Callable[[Path], None]:
+        def prepare(run: Path) -> None:
+            unfinished(run)
+            (run / "jobs" / relative).write_text("{garbage")
+        return prepare
+
     def drop_frame(run: Path) -> None:
         unfinished(run)
         (run / "jobs" / "target-mean-r0-f0" / "predictions.csv").unlink()
@@ -558,6 +655,11 @@ def _run_cases(assets: Path) -> list[Case]:
         on_run("resume-job-frame-missing", drop_frame, "predictions.csv", "--resume",
                may_change=resumed),
         on_run("resume-corrupt-run-config", corrupt_config, "config.yaml", "--resume"),
+        on_run("resume-final-model-damaged", corrupt_job_file("final-target_only/model.pt"),
+               "final-target_only/model.pt", "--resume", may_change=resumed),
+        on_run("resume-final-preprocess-damaged",
+               corrupt_job_file("final-target_only/preprocess.json"),
+               "final-target_only/preprocess.json", "--resume", may_change=resumed),
         on_run("resume-manifest-not-object", manifest_list, "manifest.json", "--resume"),
         on_run("overwrite-manifest-not-object", manifest_list, "manifest.json", "--overwrite",
                forbid=("unfinished",)),
@@ -588,6 +690,16 @@ def _predict_cases(assets: Path) -> list[Case]:
         frame = pd.read_csv(tmp / "data" / "synthetic_chain" / "gene_expression.csv").head(rows)
         frame.to_csv(path, index=False)
         return path
+
+    def spoilt(tmp: Path, change: Callable[[Any], Any]) -> Path:
+        """Three rows of the training expression with ``change`` made to the frame."""
+        import pandas as pd
+
+        frame = pd.read_csv(tmp / "data" / "synthetic_chain" / "gene_expression.csv").head(3)
+        frame = frame.astype({c: float for c in frame.columns[1:]})
+        change(frame)
+        frame.to_csv(tmp / "new.csv", index=False)
+        return tmp / "new.csv"
 
     def predict(case_id: str, names: str, *options: Any, prepare=None, data=None,
                 system: str = "drug", **kw: Any) -> Case:
@@ -649,6 +761,14 @@ def _predict_cases(assets: Path) -> list[Case]:
             t, text="sample,G0,G1\nA,high,1\nB,low,2\n")),
         predict("data-too-few-genes", "genes", data=lambda t: expression(
             t, text="sample,NOTAGENE\nA,1\nB,2\n")),
+        predict("data-inf", "sample 'LINE-0001'", data=lambda t: spoilt(
+            t, lambda f: f.iloc.__setitem__((1, 3), float("inf")))),
+        predict("data-minus-inf", "GENE0002", data=lambda t: spoilt(
+            t, lambda f: f.iloc.__setitem__((2, 3), float("-inf")))),
+        predict("data-no-id-column", "expected the sample ID", data=lambda t: spoilt(
+            t, lambda f: f.pop("cell_line_name"))),
+        predict("data-id-column-is-a-gene", "GENE0000", data=lambda t: spoilt(
+            t, lambda f: f.insert(0, "GENE0000", f.pop("cell_line_name"), allow_duplicates=True))),
         predict("data-spec-duplicate-key", "spec.yaml: key 'kind' given twice",
                 data=lambda t: _text(t / "spec.yaml", "kind: drevalpy\nkind: table\n")),
         predict("data-spec-unknown-kind", "spec.yaml", data=lambda t: _text(
@@ -703,15 +823,62 @@ def _other_command_cases() -> list[Case]:
         Case("mgmt-pretrain-epochs-text", lambda t: [
             "mgmt", "pretrain", "--cohort", t / "c.csv", "--out", t / "w.pth", "--epochs",
             "ten"], "--epochs"),
+        *[Case(f"mgmt-pretrain-{label}", lambda t, o=option, v=value: [
+            "mgmt", "pretrain", "--cohort", t / "c.csv", "--out", t / "w.pth", o, v], option)
+          for label, option, value in [
+              ("epochs-zero", "--epochs", "0"), ("batch-size-negative", "--batch-size", "-1"),
+              ("lr-zero", "--lr", "0"), ("lr-negative", "--lr", "-0.1"),
+              ("seed-negative", "--seed", "-1"), ("depth-below-10", "--depth", "1")]],
+        *[Case(f"mgmt-phantom-{label}", lambda t, o=option, v=value: [
+            "mgmt", "phantom", "--out", t / "p", "--patients", "2", o, v], option)
+          for label, option, value in [
+              ("patients-zero", "--patients", "0"), ("signal-negative", "--signal", "-1"),
+              ("seed-negative", "--seed", "-3")]],
         Case("mgmt-pretrain-missing-cohort", lambda t: [
             "mgmt", "pretrain", "--cohort", t / "c.csv", "--out", t / "w.pth"], "c.csv"),
     ]
 
 
+def _gdsc_cache(tmp: Path, damage: str) -> list[str]:
+    """A complete-looking GDSC PyPI cache in ``tmp/cache`` whose ``damage`` file is spoilt (cut
+    short, or its columns dropped), read through ``data summary``."""
+    import pandas as pd
+
+    folder = tmp / "cache" / "gdsc_pypi"
+    folder.mkdir(parents=True)
+    frames = {
+        "expression.parquet": pd.DataFrame({"TP53": [1.0, 2.0]}, index=["A", "B"]),
+        "response.parquet": pd.DataFrame({"cell_line_name": ["A"], "drug": ["d"],
+                                          "measure": ["AUC"], "value": [0.5],
+                                          "source": ["GDSC2"]}),
+        "cell_lines.parquet": pd.DataFrame({"NAME": ["A"], "COSMIC": [1], "TISSUE": ["t"],
+                                            "TISSUE_SUB_TYPE": ["s"]}),
+    }
+    for name, frame in frames.items():
+        frame.to_parquet(folder / name)
+    target = folder / damage.split(":")[0]
+    if damage.endswith(":columns"):
+        pd.DataFrame({"other": [1]}).to_parquet(target)
+    else:
+        target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+    (folder / "manifest.json").write_text(json.dumps({"format": 1, "files": list(frames)}))
+    return ["data", "summary", _text(tmp / "spec.yaml", "kind: gdsc_pypi\ncache_dir: cache\n")]
+
+
+def _cache_cases() -> list[Case]:
+    return [Case(f"gdsc-cache-{label}", lambda t, d=damage: _gdsc_cache(t, d), names)
+            for label, damage, names in [
+                ("expression-truncated", "expression.parquet", "data fetch gdsc --force"),
+                ("response-truncated", "response.parquet", "response.parquet"),
+                ("cell-lines-columns", "cell_lines.parquet:columns", "NAME"),
+            ]]
+
+
 def all_cases(assets: Path) -> list[Case]:
     return [*_name_cases(), *_yaml_cases(), *_drug_field_cases(), *_option_cases(),
-            *_mgmt_field_cases(), *_output_cases(), *_run_cases(assets), *_predict_cases(assets),
-            *_other_command_cases()]
+            *_mgmt_field_cases(), *_data_cases(), *_source_cv_split_cases(), *_output_cases(),
+            *_run_cases(assets),
+            *_predict_cases(assets), *_other_command_cases(), *_cache_cases()]
 
 
 CASES = all_cases(Path("<assets>"))  # ids only; the assets path is bound at run time
@@ -970,3 +1137,74 @@ def test_killed_pool_run_resumes_to_the_same_bytes(assets, tmp_path, monkeypatch
         assert code == 0, lines
     resumed = (tmp_path / "killed" / "predictions.csv").read_bytes()
     assert resumed == (tmp_path / "whole" / "predictions.csv").read_bytes()
+
+
+def test_drug_predict_reads_as_drug_run_and_counts_what_it_imputed_or_averaged(assets, tmp_path,
+                                                                               capsys):
+    import pandas as pd
+
+    frame = pd.read_csv(assets / "data" / "synthetic_chain" / "gene_expression.csv").head(3)
+    frame = frame.astype({c: float for c in frame.columns[1:]})
+    clean_path, spoilt_path = tmp_path / "clean.csv", tmp_path / "spoilt.csv"
+    frame.to_csv(clean_path, index=False)
+    spoilt = frame.copy()
+    spoilt.iloc[1, 3] = float("nan")
+    spoilt = pd.concat([spoilt, spoilt.iloc[[2]]])  # LINE-0002 twice: averaged to itself
+    spoilt.to_csv(spoilt_path, index=False)
+    code, out, _ = run_gliotl(["drug", "predict", assets / "run", clean_path], capsys)
+    assert code == 0
+    clean = pd.read_csv(io.StringIO(out))
+    code, out, _ = run_gliotl(["drug", "predict", assets / "run", spoilt_path], capsys)
+    assert code == 0
+    result = pd.read_csv(io.StringIO(out))
+    assert list(result["sample_id"]) == list(clean["sample_id"])  # one row per sample
+    assert list(result["values_imputed"]) == [0, 1, 0]
+    assert result["note"].str.contains("LINE-0002").all()
+    assert result["prediction"].iloc[2] == pytest.approx(clean["prediction"].iloc[2])
+
+
+def test_policy_changes_are_listed_in_the_run_and_its_report(assets, tmp_path):
+    import pandas as pd
+
+    from gliotl.drug.config import load_experiment_config
+    from gliotl.drug.pipeline.steps import prepare_steps
+
+    data = _drug_data(tmp_path)
+    responses = pd.read_csv(data / "synthetic_chain.csv")
+    temozolomide = responses.index[responses["pubchem_id"] == "Temozolomide"]
+    responses.loc[temozolomide[0], "AUC"] = float("inf")
+    responses = pd.concat([responses, responses.loc[[temozolomide[1]]].assign(AUC=0.9)])
+    responses.to_csv(data / "synthetic_chain.csv", index=False)
+    expression = pd.read_csv(data / "gene_expression.csv")
+    expression.loc[4, "GENE0003"] = float("nan")
+    expression.to_csv(data / "gene_expression.csv", index=False)
+    config, _ = load_experiment_config(drug_config(tmp_path, setter("datasets.syn.path",
+                                                                   str(data))))
+    prepare_steps(config, tmp_path / "prepared")
+    changes = json.loads((tmp_path / "prepared" / "summary.json").read_text())["changes"]
+    by_what = {c["what"]: c for c in changes}
+    assert by_what["repeated response measurements"]["samples"] == ["line0001"]
+    assert by_what["non-finite (inf) response"]["samples"] == ["line0000"]
+    assert by_what["1 missing expression values"]["fields"] == ["GENE0003"]
+    assert all(c["file"] == str(data) for c in changes)
+    finished = json.loads((assets / "run" / "data_changes.json").read_text())
+    assert finished == {"changes": []}
+    assert "data_changes.json" in (assets / "run" / "report.html").read_text()
+
+
+def test_failed_job_advice_fits_the_cause(tmp_path):
+    """A job that failed on the config or data cannot be helped by --resume (the run keeps
+    both); one that crashed otherwise (memory, a killed worker) can."""
+    from gliotl.core.runs.jobs import JobFailure, JobsOutcome
+    from gliotl.core.runs.rundir import RunDir
+    from gliotl.errors import GliotlError
+
+    run = RunDir(tmp_path)
+    user = JobsOutcome({}, [JobFailure("j", "GliotlError: training fold has a single class", 1)])
+    with pytest.raises(GliotlError) as caught:
+        user.raise_on_failure(run)
+    assert "--overwrite" in str(caught.value) and "--resume" not in str(caught.value)
+    crash = JobsOutcome({}, [JobFailure("j", "MemoryError: out of memory", 1)])
+    with pytest.raises(GliotlError) as caught:
+        crash.raise_on_failure(run)
+    assert "rerun with --resume" in str(caught.value)

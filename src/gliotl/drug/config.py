@@ -218,7 +218,7 @@ class ExperimentConfig(StrictModel):
     train: TrainPresets = TrainPresets()
     methods: list[SerializeAsAny[MethodConfig]] = Field(min_length=1)
     reference: str = "two_step"
-    n_boot: int = 1000
+    n_boot: int = Field(1000, ge=1, description="bootstrap resamples of the 95% intervals")
     evaluation: EvaluationConfig = EvaluationConfig()
 
     @model_validator(mode="after")

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from gliotl.core import cli_options as opt
+from gliotl.core.config import SEED_MAX
 
 mgmt_app = typer.Typer(
     help="MGMT methylation from MRI: cohorts, preprocessing, SpotTune experiments.",
@@ -30,11 +31,13 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 def phantom_command(
     out: Path = typer.Option(..., "--out", help="New or empty folder to write the cohort to, "
                            "as TCIA's UPenn-GBM download unpacks."),
-    patients: int = typer.Option(..., "--patients", help="Number of pre-operative patients."),
+    patients: int = typer.Option(..., "--patients", min=1,
+                                 help="Number of pre-operative patients."),
     shape: str = typer.Option("240,240,155", "--shape", help="Volume size x,y,z (SRI-24: "
                               "240,240,155; smaller keeps the same field of view)."),
-    signal: float = typer.Option(1.0, "--signal", help="MGMT signal strength (0 = none)."),
-    seed: int = typer.Option(0, "--seed"),
+    signal: float = typer.Option(1.0, "--signal", min=0.0,
+                                 help="MGMT signal strength (0 = none)."),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX),
 ) -> None:
     """Write a synthetic MGMT cohort on real MNI152 anatomy, in the exact UPenn-GBM TCIA tree."""
     from gliotl.mgmt.data.phantom import make_phantom_cohort, oracle_auc
@@ -116,6 +119,9 @@ def predict_command(
     resolve_device(device, "--device")
     opt.check_predict_out(out, force)
     frame = predict_cohort(run_dir, cohort, method=method, device=device)
+    for row in frame[frame["not_scored"] != ""].itertuples():
+        typer.echo(f"warning: {cohort}: patient '{row.patient_id}' not scored: "
+                   f"{row.not_scored}", err=True)
     if out is None:
         typer.echo(frame.to_csv(index=False), nl=False)
     else:
@@ -130,13 +136,13 @@ def pretrain_command(
     cohort: Path = typer.Option(..., "--cohort", help="cohort table CSV with images and "
                                 "segmentations (MGMT labels are not used)"),
     out: Path = typer.Option(..., "--out", help="weights file to write (MedicalNet format)"),
-    depth: int = typer.Option(10, "--depth", help="ResNet depth: 10, 18, 34, 50, ..."),
-    epochs: int = typer.Option(10, "--epochs"),
-    batch_size: int = typer.Option(4, "--batch-size"),
-    lr: float = typer.Option(1e-3, "--lr"),
+    depth: int = typer.Option(10, "--depth", min=10, help="ResNet depth: 10, 18, 34, 50, ..."),
+    epochs: int = typer.Option(10, "--epochs", min=1),
+    batch_size: int = typer.Option(4, "--batch-size", min=1),
+    lr: float = typer.Option(1e-3, "--lr", help="learning rate (> 0)"),
     shape: str = typer.Option("32,40,40", "--shape", help="network input D,H,W"),
     modalities: str = typer.Option("all", "--modalities", help="comma list or groups"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX),
     device: str = typer.Option("auto", "--device"),
 ) -> None:
     """Pretrain a backbone on tumour segmentation; save it as a MedicalNet checkpoint."""
@@ -151,6 +157,8 @@ def pretrain_command(
         size = ()
     if len(size) != 3 or min(size) < 8:
         raise GliotlError(f"--shape: three integers >= 8 like 32,40,40 expected, got '{shape}'")
+    if not lr > 0:
+        raise GliotlError(f"--lr: a learning rate > 0 expected, got {lr}")
 
     def report(epoch: int, row: dict) -> None:
         typer.echo(f"epoch {epoch + 1}/{epochs}: loss {row['loss']:.4f}, dice {row['dice']:.3f}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -48,7 +48,9 @@ class PretrainConfig(StrictModel):
     epochs: int = Field(default=10, ge=1)
     batch_size: int = Field(default=4, ge=1)
     lr: float = Field(default=1e-3, gt=0)
-    shape: tuple[int, int, int] = Field(default=(32, 40, 40), description="(D, H, W) network input")
+    shape: tuple[Annotated[int, Field(ge=8)], Annotated[int, Field(ge=8)],
+                 Annotated[int, Field(ge=8)]] = Field(default=(32, 40, 40),
+                                                     description="(D, H, W) network input")
     modalities: list[str] | None = Field(default=None, description="default: the experiment's")
     max_patients: int | None = Field(default=None, ge=1)
 
@@ -192,6 +194,13 @@ class MGMTExperimentConfig(StrictModel):
     def units(self) -> list[str]:
         """What one network sees: each modality (per_modality) or the stack of all."""
         return list(self.modalities) if self.input_mode == "per_modality" else ["stacked"]
+
+    def fusion_units(self) -> dict[str, list[str]]:
+        """The groups by the units their networks are named after (``modality`` of the
+        predictions): the stacked network is its own one-unit group."""
+        if self.input_mode == "stacked":
+            return {"stacked": ["stacked"]}
+        return self.fusion_groups()
 
     def fusion_groups(self) -> dict[str, list[str]]:
         """Groups restricted to the configured modalities; empty groups dropped, duplicates

@@ -64,8 +64,18 @@ class JobsOutcome:
             first = self.failures[0]
             raise GliotlError(
                 f"{run.path}: {len(self.failures)} job(s) failed (first: {first.job_id}: "
-                f"{first.error}); fix the cause and rerun with --resume"
+                f"{first.error}); {failure_advice(first.error)}"
             )
+
+
+def failure_advice(error: str) -> str:
+    """What helps after a failed job: a resumed run keeps its config, prepared data and
+    splits, so a fault in those needs a new run; anything else may pass on --resume."""
+    if error.startswith(f"{GliotlError.__name__}:"):
+        return ("the run's config or data are at fault, and a resumed run keeps both: fix them "
+                "and start again with --overwrite (or another --out)")
+    return ("fix the cause and rerun with --resume (a resumed run keeps its config and "
+            "prepared data; to change them start again with --overwrite)")
 
 
 def call_job(job: Job, job_dir: Path) -> dict[str, Any]:

@@ -46,7 +46,7 @@ RUN_FILES = frozenset({
     "report.html", "cohort.csv", "cohort_summary.json", "source_selection.csv", "source_cv.csv",
     "nested_selection.csv", "history.csv", "policy_usage.csv", "splits_selection.csv",
     "cohort.exclusions.json", "tuning.csv", "permutation_null.csv", "routing.csv", "run.log",
-    "model_card.md", LOCK_FILE,
+    "model_card.md", "data_changes.json", LOCK_FILE,
 })
 RUN_FOLDERS = frozenset({"checkpoints", "jobs", "data", "cache", "cohort", "pretrain_cohort",
                          "figures"})

@@ -92,8 +92,8 @@ class DrugDataset:
             f"(available: {shown}{', ...' if len(values) > 10 else ''})"
         )
 
-    def responses(self, drug: str, measure: str, source: str | None = None) -> pd.Series:
-        """One response per sample with expression; repeated measurements are averaged."""
+    def response_rows(self, drug: str, measure: str, source: str | None = None) -> pd.DataFrame:
+        """The measured response rows of one drug and measure for samples with expression."""
         table = self.response
         rows = (table["drug"].astype(str) == self._resolve("drug", drug)) & (
             table["measure"].astype(str) == self._resolve("measure", measure)
@@ -101,7 +101,11 @@ class DrugDataset:
         if source is not None:
             rows &= table["source"].astype(str) == self._resolve("source", source)
         chosen = table.loc[rows & table["value"].notna()]
-        chosen = chosen[chosen["sample_id"].isin(self.expression.index)]
+        return chosen[chosen["sample_id"].isin(self.expression.index)]
+
+    def responses(self, drug: str, measure: str, source: str | None = None) -> pd.Series:
+        """One response per sample with expression; repeated measurements are averaged."""
+        chosen = self.response_rows(drug, measure, source)
         series = chosen.groupby("sample_id", sort=False)["value"].mean()
         order = [s for s in self.expression.index if s in series.index]
         series = series.reindex(order).astype(float)

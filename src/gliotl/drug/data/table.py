@@ -8,7 +8,12 @@ from pathlib import Path
 import pandas as pd
 
 from gliotl.core.io import read_table, require_columns
-from gliotl.drug.data._common import require_overlap, to_numeric_frame
+from gliotl.drug.data._common import (
+    average_duplicate_samples,
+    read_expression_table,
+    require_overlap,
+    to_numeric_frame,
+)
 from gliotl.drug.data.dataset import DrugDataset
 from gliotl.drug.data.harmonise import harmonise_expression, key_samples
 from gliotl.drug.data.loaders import TableSpec
@@ -29,7 +34,7 @@ def read_table_dataset(spec: TableSpec) -> DrugDataset:
     notes: list[str] = []
     expr_map, resp_map = _sample_keys(spec, expression.index, long["raw"], notes)
     expression.index = expression.index.map(expr_map)
-    expression = expression.groupby(level=0, sort=False).mean()
+    expression = average_duplicate_samples(expression, Path(spec.expression_path), notes)
     expression, merged = harmonise_expression(expression)
     if merged:
         notes.append(f"{merged} duplicate gene symbols averaged")
@@ -46,15 +51,8 @@ def read_table_dataset(spec: TableSpec) -> DrugDataset:
 
 def _read_expression(spec: TableSpec) -> pd.DataFrame:
     """Numeric samples x genes, sample names stripped (not yet keyed)."""
-    path = Path(spec.expression_path)
-    frame = read_table(path)
-    id_col = spec.expression_id_column or frame.columns[0]
-    require_columns(frame, [id_col], path)
-    expression = to_numeric_frame(frame.set_index(id_col), path, "expression values")
-    if spec.expression_orientation == "genes_by_samples":
-        expression = expression.T
-    expression.index = expression.index.astype(str).str.strip()
-    return expression
+    return read_expression_table(spec.expression_path, spec.expression_id_column,
+                                 spec.expression_orientation == "genes_by_samples")
 
 
 def _measure_columns(spec: TableSpec) -> dict[str, str]:

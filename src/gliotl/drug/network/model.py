@@ -88,7 +88,7 @@ class TrainConfig(StrictModel):
     optimiser: Literal["adam", "adamw", "sgd"] = "adam"
     weight_decay: float = Field(default=0.0, ge=0.0)
     momentum: float = Field(default=0.0, ge=0.0, lt=1.0)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
     patience: int | None = Field(default=None, ge=1)
     validation_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
 

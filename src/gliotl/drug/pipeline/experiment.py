@@ -20,6 +20,7 @@ their inputs as one request object (step data location, sub-configs, ids), never
 from __future__ import annotations
 
 import time
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -53,6 +54,7 @@ from gliotl.drug.methods.registry import (
 from gliotl.drug.network.model import NetworkConfig, TrainConfig
 from gliotl.drug.network.transfer import PaperTransfer
 from gliotl.drug.pipeline.batching import fit_predict_many, run_fold_stage
+from gliotl.drug.pipeline.data_changes import DATA_CHANGES, record_data_changes
 from gliotl.drug.pipeline.model_card import drug_model_card
 from gliotl.drug.pipeline.preprocess import StepPreprocessor
 from gliotl.drug.pipeline.steps import StepData, prepare_steps, read_step, step_key
@@ -443,17 +445,22 @@ def select_source(eng: Engine, extra: dict[str, Any]) -> None:
                                  "selected": eng.selected}
 
 
-def source_cv(eng: Engine, extra: dict[str, Any]) -> None:
-    """K-fold CV of each source model (pretraining settings) on its own step."""
+def source_cv_steps(eng: Engine) -> list[tuple[str, StepInput]]:
+    """The (drug, step) pairs whose source models ``source_cv`` cross-validates."""
     config, sel = eng.config, eng.config.source_selection
-    if config.source_cv is None:
-        return
     src_step = sel.step if sel else config.methods[0].steps()[0]
     drugs = sel.candidates if sel else [config.steps[src_step].drug]
+    return [(drug, eng.step(step_key(src_step, drug) if sel else src_step)) for drug in drugs]
+
+
+def source_cv(eng: Engine, extra: dict[str, Any]) -> None:
+    """K-fold CV of each source model (pretraining settings) on its own step."""
+    config = eng.config
+    if config.source_cv is None:
+        return
     pretrain = TrainOverride(**config.train.preset("pretrain").model_dump())
     rows = []
-    for drug in drugs:
-        step = eng.step(step_key(src_step, drug) if sel else src_step)
+    for drug, step in source_cv_steps(eng):
         splits = eng.splits(f"splits_source_{drug}.csv", step, config.source_cv)
         method = NetworkMethod(name=f"source_{drug}", kind="network",
                                params=NetworkParams(train=pretrain))
@@ -584,9 +591,23 @@ def final_models(eng: Engine, artefacts: dict[str, str]) -> None:
         ids, save_model=True)}) for m in methods]
     eng.exp.stage(jobs, "final models")
     for method, job in zip(methods, jobs, strict=True):
+        job_dir = eng.exp.run.job_dir(job.job_id)
+        check_saved_model(job_dir)
         for file in ("model.pt", "preprocess.json"):
-            copy_file(eng.exp.run.job_dir(job.job_id) / file,
-                      eng.exp.run.checkpoints / method.name / file)
+            copy_file(job_dir / file, eng.exp.run.checkpoints / method.name / file)
+
+
+def check_saved_model(job_dir: Path) -> None:
+    """A final model left damaged in its job folder (a resumed run reuses it) never becomes a
+    finished run's checkpoint: its state and archive must read back."""
+    model = job_dir / "model.pt"
+    try:
+        StepPreprocessor.load(job_dir / "preprocess.json")
+        if not zipfile.is_zipfile(model):
+            raise GliotlError(f"{model}: not a saved model archive")
+    except GliotlError as exc:
+        raise GliotlError(f"{str(exc).split(': ')[0]}: damaged job result; delete the folder "
+                          f"{job_dir} and rerun with --resume to redo that job") from None
 
 
 def check_split_files(eng: Engine) -> None:
@@ -597,6 +618,9 @@ def check_split_files(eng: Engine) -> None:
         eng.splits("splits_selection.csv", eng.step(sel.score_on), sel.cv)
     if config.target_cv.splits_file:
         eng.splits("splits.csv", eng.step(config.target), config.target_cv)
+    if config.source_cv is not None and config.source_cv.splits_file:
+        for drug, step in source_cv_steps(eng):
+            eng.splits(f"splits_source_{drug}.csv", step, config.source_cv)
 
 
 def _compute(*results: dict[str, dict]) -> dict[str, float]:
@@ -612,6 +636,7 @@ def _body(config: ExperimentConfig) -> Any:
         eng = Engine(exp, config)
         exp.prepare_once(eng.data_dir / "summary.json",
                          lambda: prepare_steps(config, eng.data_dir), lambda: None)
+        record_data_changes(eng.data_dir / "summary.json", exp.run.path / DATA_CHANGES)
         check_split_files(eng)
         exp.inputs_checked()  # the data are read and valid: a replaced run may go now
         extra: dict[str, Any] = {}

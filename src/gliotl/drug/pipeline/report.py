@@ -18,6 +18,7 @@ import pandas as pd
 from gliotl.core.io import write_json
 from gliotl.core.runs.rundir import RunDir
 from gliotl.drug.config import ExperimentConfig
+from gliotl.drug.pipeline.data_changes import changes_table
 
 
 def evaluate_drug_predictions(predictions: pd.DataFrame, reference: str, n_boot: int, seed: int,
@@ -95,6 +96,14 @@ def write_drug_outputs(run: RunDir, config: ExperimentConfig, predictions: pd.Da
     report.heading("Data")
     report.table(steps_table(data_summary),
                  caption="Samples and genes per step (after filters and gene alignment)")
+    changes = data_summary.get("changes", [])
+    if changes:
+        report.table(changes_table(changes), caption="What the data policies changed (all of "
+                     "it in data_changes.json): repeated measurements averaged, non-finite "
+                     "responses dropped, missing expression imputed in-fold")
+    else:
+        report.paragraph("The data needed no change: no repeated measurements, no non-finite "
+                         "responses, no missing expression values (data_changes.json).")
     _upstream_sections(report, extra)
     report.heading("Target results")
     report.table(headline_table(metrics), caption="Headline: Spearman mean and sd over "

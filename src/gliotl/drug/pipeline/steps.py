@@ -9,12 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from gliotl.core.io import write_json, write_parquet
 from gliotl.drug.config import ExperimentConfig, SampleFilter, StepConfig
+from gliotl.drug.pipeline.data_changes import (
+    dataset_files,
+    expression_changes,
+    reader_changes,
+    require_varying,
+    response_changes,
+)
 from gliotl.errors import GliotlError
 
 
@@ -54,12 +62,18 @@ def _apply_filter(samples: pd.DataFrame, flt: SampleFilter, where: str) -> pd.In
     return samples.index[keep.fillna(False).to_numpy(bool)]
 
 
-def build_step(name: str, step: StepConfig, dataset, drug: str | None = None) -> StepData:
-    """Select one step's samples and response from an aligned dataset."""
+def build_step(name: str, step: StepConfig, dataset, drug: str | None = None,
+               files: tuple[str, str] | None = None,
+               changes: list[dict[str, Any]] | None = None) -> StepData:
+    """Select one step's samples and response from an aligned dataset; what the data policies
+    changed on the way (``files``: its expression and response files) goes into ``changes``."""
     key = step_key(name, drug)
     drug = drug or step.drug
+    expression_file, response_file = files or (f"dataset '{step.dataset}'",) * 2
     kwargs = {"source": step.release} if step.release else {}
+    rows = dataset.response_rows(drug, step.measure, **kwargs)
     y = dataset.responses(drug, step.measure, **kwargs)
+    found = response_changes(key, rows, response_file, drug, step.measure)
     y = y[np.isfinite(y.to_numpy(dtype=float))]
     samples = dataset.samples.reindex(y.index)
     keep = y.index
@@ -71,7 +85,17 @@ def build_step(name: str, step: StepConfig, dataset, drug: str | None = None) ->
             f"step '{name}': field 'drug': only {len(y)} samples of dataset '{step.dataset}' have "
             f"'{drug}' {step.measure} after filtering; expected at least 3"
         )
+    require_varying(key, y, response_file, drug, step.measure)
     X = dataset.expression.loc[y.index].astype(np.float32)
+    kept = set(map(str, y.index))
+    for change in found:  # only what touched the samples the step kept (and those it dropped)
+        if change["what"].startswith("repeated"):
+            change["samples"] = [s for s in change["samples"] if s in kept]
+            change["n_samples"] = len(change["samples"])
+    found = [c for c in found if c["n_samples"]]
+    found += expression_changes(key, X, expression_file)
+    if changes is not None:
+        changes += found
     return StepData(key, X, y, dataset.samples.reindex(y.index))
 
 
@@ -94,19 +118,30 @@ def load_and_align(config: ExperimentConfig):
     return dict(zip(used, aligned, strict=True)), report
 
 
-def prepare_steps(config: ExperimentConfig, data_dir: Path) -> dict[str, dict]:
-    """Write every step instance the experiment needs; returns a summary per step instance.
-    Paths in ``config`` are used as given (absolute once validated against its file)."""
-    datasets, gene_report = load_and_align(config)
+def _build_steps(config: ExperimentConfig, datasets: dict) -> tuple[dict[str, StepData],
+                                                                   list[dict[str, Any]]]:
+    """Every step instance (source candidates included) and what the data policies changed."""
     instances: list[tuple[str, str | None]] = [(name, None) for name in config.steps]
     if config.source_selection is not None:
         for candidate in config.source_selection.candidates:
             instances.append((config.source_selection.step, candidate))
     built: dict[str, StepData] = {}
+    changes: list[dict[str, Any]] = []
+    files = {name: dataset_files(config.datasets[name]) for name in datasets}
+    for name, ds in datasets.items():
+        changes += reader_changes(name, list(ds.notes), files[name][0])
     for name, drug in instances:
         step = config.steps[name]
-        data = build_step(name, step, datasets[step.dataset], drug)
+        data = build_step(name, step, datasets[step.dataset], drug, files[step.dataset], changes)
         built[data.name] = data
+    return built, changes
+
+
+def prepare_steps(config: ExperimentConfig, data_dir: Path) -> dict[str, dict]:
+    """Write every step instance the experiment needs; returns a summary per step instance.
+    Paths in ``config`` are used as given (absolute once validated against its file)."""
+    datasets, gene_report = load_and_align(config)
+    built, changes = _build_steps(config, datasets)
     target = built[config.target]
     for key, data in built.items():
         if key == config.target:
@@ -127,7 +162,8 @@ def prepare_steps(config: ExperimentConfig, data_dir: Path) -> dict[str, dict]:
             "samples": int(len(data.y)), "genes": int(data.X.shape[1]),
             "y_min": float(data.y.min()), "y_max": float(data.y.max()),
         }
-    write_json(data_dir / "summary.json", {"steps": summary, "genes": _as_dict(gene_report)})
+    write_json(data_dir / "summary.json", {"steps": summary, "genes": _as_dict(gene_report),
+                                           "changes": changes})
     return summary
 
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from gliotl.core.config import ConfigPath, StrictModel
+from gliotl.core.config import SEED_MAX, ConfigPath, StrictModel
 from gliotl.errors import GliotlError
 from gliotl.mgmt.data.cohort import Cohort, read_cohort_table, read_rsna
 from gliotl.mgmt.data.rsna import DEFAULT_EXCLUDE, read_kaggle_rsna
@@ -83,9 +83,10 @@ class PhantomCohort(StrictModel):
 
     kind: Literal["phantom"]
     n_patients: int = Field(default=60, ge=4)
-    shape: tuple[int, int, int] = (40, 40, 32)
+    shape: tuple[Annotated[int, Field(ge=16)], Annotated[int, Field(ge=16)],
+                 Annotated[int, Field(ge=16)]] = (40, 40, 32)
     signal: float = Field(default=1.0, ge=0.0)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=SEED_MAX)
     segmentation: Literal["automated", "expert"] = "automated"
     segmentation_fallback: bool = False
     on_missing: OnMissing = "exclude"

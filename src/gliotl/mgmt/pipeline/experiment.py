@@ -130,8 +130,30 @@ def _splits(config: MGMTExperimentConfig, experiment: Experiment) -> pd.DataFram
                                     n_splits=config.split.n_splits, seed=config.seed,
                                     task="classification")
 
-    return experiment.splits(experiment.run.splits_path.name, ids, draw,
-                             config.split.splits_file)
+    splits = experiment.splits(experiment.run.splits_path.name, ids, draw,
+                               config.split.splits_file)
+    check_fold_classes(splits, cohort.labels, config.split.splits_file or "split.n_splits")
+    return splits
+
+
+def check_fold_classes(splits: pd.DataFrame, labels: pd.Series, where: str) -> None:
+    """Every training fold must hold both classes, or no network can learn (or be balanced):
+    more folds than a class has patients outside the hold-out is refused before any training."""
+    role = splits.assign(label=splits["sample_id"].astype(str).map(labels.rename(str)))
+    rest = role[(role["role"] != "test")].drop_duplicates(["repeat", "sample_id"])
+    n_splits = int(splits["fold"].nunique())
+    counts = rest.groupby(["repeat", "label"]).size()
+    for (repeat, label), count in counts.items():
+        if count < n_splits:
+            kind = "methylated" if int(label) == 1 else "unmethylated"
+            raise GliotlError(f"{where}: {n_splits} folds but only {count} {kind} patients "
+                              f"remain outside the hold-out (repeat {repeat}); expected at most "
+                              f"{count} folds, a smaller test_size or more patients")
+    train = role[role["role"] == "train"].groupby(["repeat", "fold"])["label"].nunique()
+    if (train < 2).any():
+        repeat, fold = train.index[(train < 2).to_numpy()][0]
+        raise GliotlError(f"{where}: the training patients of repeat {repeat}, fold {fold} are "
+                          "all of one class; expected both methylated and unmethylated")
 
 
 def _check_weights_file(config: MGMTExperimentConfig) -> None:

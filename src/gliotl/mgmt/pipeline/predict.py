@@ -4,7 +4,9 @@ Every fold model (``jobs/<method>-<unit>-f<k>/model.pt``, weights only) predicts
 patient; probabilities are averaged over folds, then over the modalities of each group, exactly
 as for the run's hold-out set, and the group's validation-chosen threshold from
 ``metrics.json`` turns them into calls. The new cohort table has the usual columns
-(``patient_id``, modality paths, ``segmentation``); ``label`` is optional.
+(``patient_id``, modality paths, ``segmentation``); ``label`` is optional. A patient that
+cannot be scored (a missing modality, a corrupt file, a non-finite or constant volume) gets a
+row with its reason in ``not_scored``; none scored is an error.
 """
 
 from __future__ import annotations
@@ -117,12 +119,17 @@ def predict_cohort(run_dir: str | Path, cohort_path: str | Path, method: str | N
     config, method = _finished_config(run, method)
     cohort, has_labels = read_new_cohort(cohort_path)
     cache = VolumeCache(cache_dir(config, run.path), config.preprocessing)
-    cohort = cache.fill(cohort, config.modalities, progress=progress, on_error="exclude"
-                        ).apply(cohort)
-    raw = _fold_predictions(run, config, method, cohort, cache, resolve_device(device))
-    if raw.empty:
-        raise input_error(cohort_path, None, f"no patient has any of {config.modalities}")
-    fused = fuse_groups(fold_ensemble(raw, ["method", "modality"]), config.fusion_groups(),
+    filled = cache.fill(cohort, config.modalities, progress=progress, on_error="exclude")
+    usable = filled.apply(cohort)
+    raw = _fold_predictions(run, config, method, usable, cache, resolve_device(device))
+    scored = set(raw["sample_id"]) if not raw.empty else set()
+    unscored = {p: filled.failed.get(p) or _missing_modalities(cohort, p, config)
+                for p in cohort.patient_ids if p not in scored}
+    if not scored:
+        shown = "; ".join(f"{p}: {why}" for p, why in list(unscored.items())[:3])
+        raise input_error(cohort_path, None, f"no patient could be scored ({shown}"
+                          f"{'; ...' if len(unscored) > 3 else ''})")
+    fused = fuse_groups(fold_ensemble(raw, ["method", "modality"]), config.fusion_units(),
                         config.fusion.missing)
     metrics = json.loads(run.metrics_path.read_text())
     thresholds = {row["group"]: row["threshold"] for row in metrics.get("holdout", [])
@@ -136,7 +143,22 @@ def predict_cohort(run_dir: str | Path, cohort_path: str | Path, method: str | N
     if has_labels:
         out["label"] = out["y_true"].astype(int)
         columns.append("label")
-    return out[columns].sort_values(["group", "patient_id"]).reset_index(drop=True)
+    out = out[columns].sort_values(["group", "patient_id"]).assign(not_scored="")
+    missing = pd.DataFrame({"patient_id": list(unscored), "method": method,
+                            "not_scored": list(unscored.values())})
+    return pd.concat([out, missing], ignore_index=True) if len(missing) else \
+        out.reset_index(drop=True)
+
+
+def _missing_modalities(cohort, patient_id: str, config) -> str:
+    """Why a patient that preprocessed without error still has no prediction."""
+    from gliotl.mgmt.pipeline.jobs import unit_modalities
+
+    row = cohort.row(patient_id)
+    absent = [m for m in config.modalities if not isinstance(row.get(m), str) or not row.get(m)]
+    needed = [" + ".join(unit_modalities(config, unit)) for unit in config.units()]
+    return (f"missing modality {', '.join(absent) or 'none'}; the run's models need "
+            f"{' or '.join(needed)}")
 
 
 __all__ = ["predict_cohort", "read_new_cohort"]

@@ -37,7 +37,7 @@ def aggregate(config: MGMTExperimentConfig, raw: pd.DataFrame) -> dict[str, pd.D
     raw = raw.copy()
     raw["sample_id"] = raw["sample_id"].astype(str)
     ensembled = fold_ensemble(raw, ["method", "modality"])
-    fused = fuse_groups(ensembled, config.fusion_groups(), config.fusion.missing)
+    fused = fuse_groups(ensembled, config.fusion_units(), config.fusion.missing)
     thr = config.fusion.threshold
     groups = evaluate_table(fused, "group", thr, config.n_boot, config.seed, config.reference)
     modalities = evaluate_table(ensembled, "modality", thr, 0, config.seed, config.reference)
