@@ -46,8 +46,10 @@ RUN_FILES = frozenset({
     "report.html", "cohort.csv", "cohort_summary.json", "source_selection.csv", "source_cv.csv",
     "nested_selection.csv", "history.csv", "policy_usage.csv", "splits_selection.csv",
     "cohort.exclusions.json", "tuning.csv", "permutation_null.csv", LOCK_FILE,
+    "panel_drugs.csv", "panel.csv", "panel_summary.csv", "panel_spearman.png",
 })
-RUN_FOLDERS = frozenset({"checkpoints", "jobs", "data", "cache", "cohort", "pretrain_cohort"})
+RUN_FOLDERS = frozenset({"checkpoints", "jobs", "data", "cache", "cohort", "pretrain_cohort",
+                         "drugs"})
 """Everything a run writes at its top level (``splits_source_<drug>.csv`` and temporary files
 of an interrupted write aside); anything else in a folder means it holds the user's files."""
 

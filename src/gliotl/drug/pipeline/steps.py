@@ -54,9 +54,9 @@ def _apply_filter(samples: pd.DataFrame, flt: SampleFilter, where: str) -> pd.In
     return samples.index[keep.fillna(False).to_numpy(bool)]
 
 
-def build_step(name: str, step: StepConfig, dataset, drug: str | None = None) -> StepData:
-    """Select one step's samples and response from an aligned dataset."""
-    key = step_key(name, drug)
+def step_response(name: str, step: StepConfig, dataset, drug: str | None = None) -> pd.Series:
+    """One step's finite responses on the samples its filters keep (``drug`` replacing the
+    step's own); the drug benchmark panel counts samples with it before anything is built."""
     drug = drug or step.drug
     kwargs = {"source": step.release} if step.release else {}
     y = dataset.responses(drug, step.measure, **kwargs)
@@ -65,7 +65,14 @@ def build_step(name: str, step: StepConfig, dataset, drug: str | None = None) ->
     keep = y.index
     for flt in step.filters:
         keep = keep.intersection(_apply_filter(samples, flt, f"step '{name}'"))
-    y = y.loc[keep].astype(float)
+    return y.loc[keep].astype(float)
+
+
+def build_step(name: str, step: StepConfig, dataset, drug: str | None = None) -> StepData:
+    """Select one step's samples and response from an aligned dataset."""
+    key = step_key(name, drug)
+    y = step_response(name, step, dataset, drug)
+    drug = drug or step.drug
     if len(y) < 3:
         raise GliotlError(
             f"step '{name}': field 'drug': only {len(y)} samples of dataset '{step.dataset}' have "
