@@ -67,8 +67,10 @@ def _outcome(method: str, best: str | None, row: dict[str, Any] | None, alpha: f
         return "n/a: no baseline has a Spearman"
     if method == best:
         return "best baseline"
-    if row is None or not np.isfinite(row.get("p_value", np.nan)):
-        return str(row["test"]) if row is not None else "n/a"
+    if row is None:
+        return "n/a: fewer than 2 folds where both have a Spearman"
+    if not np.isfinite(row.get("p_value", np.nan)):
+        return str(row["test"])
     if row["p_value"] >= alpha:
         return "no difference"
     return "win" if row["difference"] > 0 else "loss"
