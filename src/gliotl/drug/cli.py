@@ -1,4 +1,4 @@
-"""CLI: ``gliotl drug run`` and ``gliotl drug predict``."""
+"""CLI: ``gliotl drug run``, ``gliotl drug benchmark`` and ``gliotl drug predict``."""
 
 from __future__ import annotations
 
@@ -43,6 +43,35 @@ def run_command(
 
     print_summary(run)
     opt.log_to_mlflow(run, mlflow)
+
+
+@drug_app.command("benchmark")
+def benchmark_command(
+    config: Path = typer.Argument(..., help="experiment YAML with a panel block (e.g. "
+                                  "configs/gdsc_glioma_panel.yaml)"),
+    out: opt.Out = None,
+    resume: opt.Resume = False,
+    overwrite: opt.Overwrite = False,
+    executor: opt.ExecutorName = "local",
+    workers: opt.Workers = 1,
+    ray_address: opt.RayAddress = None,
+    shared_fs: opt.SharedFs = True,
+    retries: opt.Retries = 0,
+) -> None:
+    """Run the experiment over a panel of drugs (one run per drug) and compare the methods."""
+    from gliotl.core.reporting.console import print_frame
+    from gliotl.drug.config import load_experiment_config
+    from gliotl.drug.pipeline.panel import run_drug_benchmark
+    from gliotl.drug.pipeline.panel_report import PANEL_SUMMARY
+
+    jobs_executor = opt.build_executor(executor, workers, ray_address, shared_fs)
+    cfg, _ = load_experiment_config(config)
+    run = run_drug_benchmark(cfg, out=out, resume=resume, overwrite=overwrite,
+                             executor=jobs_executor, retries=retries)
+    import pandas as pd
+
+    print_frame(pd.read_csv(run.path / PANEL_SUMMARY), f"{run.path.name}: panel per method")
+    typer.echo(f"report: {run.report_path}")
 
 
 @drug_app.command("predict")

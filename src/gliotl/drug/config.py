@@ -136,6 +136,28 @@ class EvaluationConfig(StrictModel):
     n_boot_test: int = Field(2000, ge=1)
 
 
+class PanelConfig(StrictModel):
+    """A drug benchmark panel (``gliotl drug benchmark``): the experiment run once per drug,
+    each drug replacing the drug of ``steps`` (the target and its intermediate), the source
+    kept as the config fixes it (its drug, or ``source_selection`` over its candidates).
+
+    The drug list is a rule fixed before any result: every drug of the target step's dataset,
+    measure and release with at least ``min_target_samples`` target samples (after the target
+    step's filters) and ``min_step_samples`` in each other panel step, ``exclude`` removed,
+    ordered by name (case-folded) and cut to the ``first`` N by that order; or ``drugs``,
+    an explicit list kept in its order. ``baselines``: the methods whose best (highest mean
+    Spearman on a drug) every other method is compared with on that drug."""
+
+    steps: list[str] = ["intermediate", "target"]
+    drugs: list[PathPart] | None = None
+    min_target_samples: int = Field(35, ge=3)
+    min_step_samples: int = Field(3, ge=3)
+    exclude: list[str] = []
+    first: int | None = Field(None, ge=1)
+    baselines: list[str] = Field(min_length=1)
+    alpha: float = Field(0.05, gt=0, lt=1)
+
+
 class SourceSelection(StrictModel):
     """Pick the source drug by one-step transfer, cross-validated on the intermediate step."""
 
@@ -220,6 +242,7 @@ class ExperimentConfig(StrictModel):
     reference: str = "two_step"
     n_boot: int = Field(1000, ge=1, description="bootstrap resamples of the 95% intervals")
     evaluation: EvaluationConfig = EvaluationConfig()
+    panel: PanelConfig | None = None
 
     @model_validator(mode="after")
     def _check_steps(self) -> ExperimentConfig:
@@ -268,6 +291,22 @@ class ExperimentConfig(StrictModel):
         for name in self.evaluation.permutation_methods or []:
             if name not in names:
                 raise ValueError(f"evaluation.permutation_methods: unknown method '{name}'")
+        return self
+
+    @model_validator(mode="after")
+    def _check_panel(self) -> ExperimentConfig:
+        panel = self.panel
+        if panel is None:
+            return self
+        names = {m.name for m in self.methods}
+        for step in panel.steps:
+            if step not in self.steps:
+                raise ValueError(f"panel.steps: unknown step '{step}'")
+        if self.target not in panel.steps:
+            raise ValueError(f"panel.steps: must include the target step '{self.target}'")
+        for name in panel.baselines:
+            if name not in names:
+                raise ValueError(f"panel.baselines: unknown method '{name}'")
         return self
 
     @model_validator(mode="after")

@@ -47,9 +47,10 @@ RUN_FILES = frozenset({
     "nested_selection.csv", "history.csv", "policy_usage.csv", "splits_selection.csv",
     "cohort.exclusions.json", "tuning.csv", "permutation_null.csv", "routing.csv", "run.log",
     "model_card.md", "data_changes.json", LOCK_FILE,
+    "panel_drugs.csv", "panel.csv", "panel_summary.csv", "panel_spearman.png",
 })
 RUN_FOLDERS = frozenset({"checkpoints", "jobs", "data", "cache", "cohort", "pretrain_cohort",
-                         "figures"})
+                         "figures", "drugs"})
 """Everything a run writes at its top level (``splits_source_<drug>.csv`` and temporary files
 of an interrupted write aside); anything else in a folder means it holds the user's files."""
 

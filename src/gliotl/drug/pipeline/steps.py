@@ -62,6 +62,20 @@ def _apply_filter(samples: pd.DataFrame, flt: SampleFilter, where: str) -> pd.In
     return samples.index[keep.fillna(False).to_numpy(bool)]
 
 
+def step_response(name: str, step: StepConfig, dataset, drug: str | None = None) -> pd.Series:
+    """One step's finite responses on the samples its filters keep (``drug`` replacing the
+    step's own); the drug benchmark panel counts samples with it before anything is built."""
+    drug = drug or step.drug
+    kwargs = {"source": step.release} if step.release else {}
+    y = dataset.responses(drug, step.measure, **kwargs)
+    y = y[np.isfinite(y.to_numpy(dtype=float))]
+    samples = dataset.samples.reindex(y.index)
+    keep = y.index
+    for flt in step.filters:
+        keep = keep.intersection(_apply_filter(samples, flt, f"step '{name}'"))
+    return y.loc[keep].astype(float)
+
+
 def build_step(name: str, step: StepConfig, dataset, drug: str | None = None,
                files: tuple[str, str] | None = None,
                changes: list[dict[str, Any]] | None = None) -> StepData:
@@ -72,14 +86,8 @@ def build_step(name: str, step: StepConfig, dataset, drug: str | None = None,
     expression_file, response_file = files or (f"dataset '{step.dataset}'",) * 2
     kwargs = {"source": step.release} if step.release else {}
     rows = dataset.response_rows(drug, step.measure, **kwargs)
-    y = dataset.responses(drug, step.measure, **kwargs)
     found = response_changes(key, rows, response_file, drug, step.measure)
-    y = y[np.isfinite(y.to_numpy(dtype=float))]
-    samples = dataset.samples.reindex(y.index)
-    keep = y.index
-    for flt in step.filters:
-        keep = keep.intersection(_apply_filter(samples, flt, f"step '{name}'"))
-    y = y.loc[keep].astype(float)
+    y = step_response(name, step, dataset, drug)
     if len(y) < 3:
         raise GliotlError(
             f"step '{name}': field 'drug': only {len(y)} samples of dataset '{step.dataset}' have "
