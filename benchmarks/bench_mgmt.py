@@ -6,7 +6,9 @@ Measured in one run, phases interleaved so that machine load affects all of them
   (target ratio <= 1.8: SpotTune computes both block copies but only one copy has weight
   gradients);
 * inference (``eval()``, no autograd): SpotTune with the default policy network vs the plain
-  network (target ratio <= 1.3 for ResNet-50: only the chosen copy runs per sample).
+  network (target ratio <= 1.3 for ResNet-50: only the chosen copy runs per sample), and with
+  every block splitting the batch, routed per sample (``split_batches='index'``) or with both
+  copies run on the whole batch and selected per sample (``split_batches='whole'``).
 
 On CUDA it uses bf16 autocast and reports peak memory. Defaults: ResNet-50 at 70x86x86, batch
 12 on a GPU (the paper's setting); on a CPU a small configuration (ResNet-10 and ResNet-50 at
@@ -110,6 +112,14 @@ def bench_depth(
             spot.policy(x)
             spot.forward_routed(x, split_gates)
 
+    def infer_split_whole() -> None:
+        spot.eval()
+        spot.split_batches = "whole"
+        with torch.inference_mode(), _autocast(device):
+            spot.policy(x)
+            spot.forward_routed(x, split_gates)
+        spot.split_batches = "index"
+
     def policy_only() -> None:
         spot.eval()
         with torch.inference_mode(), _autocast(device):
@@ -121,6 +131,7 @@ def bench_depth(
         Phase("infer_plain", infer(plain), device),
         Phase("infer_spottune", infer(spot), device),
         Phase("infer_spottune_split", infer_split, device),
+        Phase("infer_split_whole", infer_split_whole, device),
         Phase("infer_policy_only", policy_only, device),
     ]
     for phase in phases:  # warm-up: allocator, cuDNN autotuning, first-call overheads
@@ -147,6 +158,9 @@ def bench_depth(
         "infer_ratio": by_name["infer_spottune"].median / by_name["infer_plain"].median,
         "infer_split_ratio": (
             by_name["infer_spottune_split"].median / by_name["infer_plain"].median
+        ),
+        "infer_split_whole_ratio": (
+            by_name["infer_split_whole"].median / by_name["infer_plain"].median
         ),
         "policy_share_of_plain_inference": (
             by_name["infer_policy_only"].median / by_name["infer_plain"].median
@@ -181,7 +195,8 @@ def _print(result: dict) -> None:
           f"({train_ok} target <= 1.8)")
     print(f"  SpotTune / plain inference:             {result['infer_ratio']:.2f} "
           f"({infer_ok} target <= 1.3)")
-    print(f"  same, every block splitting the batch:  {result['infer_split_ratio']:.2f}")
+    print(f"  same, every block splitting the batch:  {result['infer_split_ratio']:.2f} "
+          f"(index routing); {result['infer_split_whole_ratio']:.2f} (split_batches='whole')")
     print(f"  policy net alone / plain inference:     "
           f"{result['policy_share_of_plain_inference']:.3f}; blocks whose batch was split "
           f"between copies: {result['blocks_with_split_batch']}/{result['n_blocks']}")
