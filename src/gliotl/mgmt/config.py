@@ -93,6 +93,9 @@ class TrainingConfig(StrictModel):
     )
     channels_last: bool = Field(default=False, description="channels_last_3d layout")
     cudnn_benchmark: bool = Field(default=False, description="cuDNN autotuning (CUDA only)")
+    spottune_split_batches: Literal["index", "whole"] = Field(
+        default="index", description="SpotTune eval, split batch: per-sample or whole-batch",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_workers: int = Field(default=0, ge=0)
     cpus_per_job: int = Field(default=1, ge=1, description="CPUs (torch threads) each job reserves")

@@ -98,3 +98,9 @@ def test_bf16_training_runs_and_stays_close_to_fp32():
     assert all(v.dtype is not torch.bfloat16 for v in state_bf16.values())  # master weights
     assert np.isfinite(prob_bf16).all()
     assert np.max(np.abs(prob_bf16 - prob)) < 0.1
+
+
+def test_spottune_split_batches_comes_from_the_config():
+    model = build_model("spottune", 10, None, 1, 0.0, _training(spottune_split_batches="whole"))
+    assert model.split_batches == "whole"
+    assert build_model("spottune", 10, None, 1, 0.0, _training()).split_batches == "index"

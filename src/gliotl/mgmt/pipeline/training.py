@@ -60,12 +60,14 @@ def build_model(method: str, depth: int, weights: str | None, in_channels: int, 
         assert spec.strategy is not None  # every non-SpotTune method names its strategy
         return configure_strategy(backbone, spec.strategy)
     anneal = training.epochs * max(1, steps_per_epoch)
-    return SpotTune(
+    spottune = SpotTune(
         backbone, mode=spec.spottune,
         budget=training.spottune_budget if spec.spottune == "global" else None,
         temperature=training.temperature, final_temperature=training.final_temperature,
         anneal_steps=anneal if training.final_temperature is not None else 0,
     )
+    spottune.split_batches = training.spottune_split_batches
+    return spottune
 
 
 def optimiser_for(model: nn.Module, training: TrainingConfig) -> torch.optim.Optimizer:
