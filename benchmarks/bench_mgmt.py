@@ -6,13 +6,16 @@ Measured in one run, phases interleaved so that machine load affects all of them
   (target ratio <= 1.8: SpotTune computes both block copies but only one copy has weight
   gradients);
 * inference (``eval()``, no autograd): SpotTune with the default policy network vs the plain
-  network (target ratio <= 1.3 for ResNet-50: only the chosen copy runs per sample).
+  network (target ratio <= 1.3 for ResNet-50: only the chosen copy runs per sample), and with
+  every block splitting the batch, routed per sample (``split_batches='index'``) or with both
+  copies run on the whole batch and selected per sample (``split_batches='whole'``).
 
 On CUDA it uses bf16 autocast and reports peak memory. Defaults: ResNet-50 at 70x86x86, batch
 12 on a GPU (the paper's setting); on a CPU a small configuration (ResNet-10 and ResNet-50 at
 32x40x40, batch 2) so that it finishes in a few minutes.
 
     python benchmarks/bench_mgmt.py [--depth 10 50] [--shape D H W] [--batch N] [--device cpu]
+    python benchmarks/bench_mgmt.py --protocol [...]   # speed options, paper protocol total
 """
 
 from __future__ import annotations
@@ -110,6 +113,14 @@ def bench_depth(
             spot.policy(x)
             spot.forward_routed(x, split_gates)
 
+    def infer_split_whole() -> None:
+        spot.eval()
+        spot.split_batches = "whole"
+        with torch.inference_mode(), _autocast(device):
+            spot.policy(x)
+            spot.forward_routed(x, split_gates)
+        spot.split_batches = "index"
+
     def policy_only() -> None:
         spot.eval()
         with torch.inference_mode(), _autocast(device):
@@ -121,6 +132,7 @@ def bench_depth(
         Phase("infer_plain", infer(plain), device),
         Phase("infer_spottune", infer(spot), device),
         Phase("infer_spottune_split", infer_split, device),
+        Phase("infer_split_whole", infer_split_whole, device),
         Phase("infer_policy_only", policy_only, device),
     ]
     for phase in phases:  # warm-up: allocator, cuDNN autotuning, first-call overheads
@@ -148,6 +160,9 @@ def bench_depth(
         "infer_split_ratio": (
             by_name["infer_spottune_split"].median / by_name["infer_plain"].median
         ),
+        "infer_split_whole_ratio": (
+            by_name["infer_split_whole"].median / by_name["infer_plain"].median
+        ),
         "policy_share_of_plain_inference": (
             by_name["infer_policy_only"].median / by_name["infer_plain"].median
         ),
@@ -161,6 +176,77 @@ def bench_depth(
     if device.type == "cuda":
         result["peak_memory_gib"] = {p.name: p.peak_bytes / 2**30 for p in phases}
     return result
+
+
+PROTOCOL_TRAININGS = 11 * 5 * 6
+"""The paper's protocol: 11 modalities x 5 folds x 6 methods."""
+
+
+def bench_protocol(depth: int, shape: tuple[int, int, int], batch: int, device: torch.device,
+                   calls: int, epochs: int = 90, n_train: int = 134) -> dict:
+    """Training-step time under each speed option, in one interleaved run, and the paper
+    protocol extrapolated from it: ``n_train`` = 240 x 0.7 x 4/5 training patients per fold
+    (undersampling lowers it), ``epochs`` per training; validation passes are not counted.
+    "loaded" batches come from host float32 memory, "resident" ones from a float16 copy on the
+    device converted per batch."""
+    from gliotl.mgmt.config import TrainingConfig
+    from gliotl.mgmt.pipeline import acceleration
+
+    torch.manual_seed(0)
+    host = torch.randn(batch, 1, *shape)
+    resident = host.half().to(device)
+    y = (torch.arange(batch, device=device) % 2).float().unsqueeze(1)
+    variants = {
+        "fp32": (TrainingConfig(precision="fp32"), host),
+        "bf16": (TrainingConfig(precision="bf16"), host),
+        "fp32_channels_last": (TrainingConfig(precision="fp32", channels_last=True), host),
+        "fp32_resident_fp16": (TrainingConfig(precision="fp32"), resident),
+    }
+
+    def step_for(training: TrainingConfig, source: torch.Tensor) -> Callable[[], None]:
+        model = acceleration.place_model(
+            configure_strategy(medicalnet_resnet(depth), "full"), training, device)
+        optimiser = torch.optim.Adam(parameter_groups(model, 1e-5))
+        dtype = acceleration.autocast_dtype(training, device)
+
+        def step() -> None:
+            model.train()
+            optimiser.zero_grad(set_to_none=True)
+            x = acceleration.place_batch(source, training, device)
+            with acceleration.autocast(device, dtype):
+                loss = F.binary_cross_entropy_with_logits(model(x).float(), y)
+            loss.backward()
+            optimiser.step()
+        return step
+
+    phases = [Phase(name, step_for(*v), device) for name, v in variants.items()]
+    for phase in phases:
+        phase.fn()
+    for phase in phases:
+        phase.times.clear()
+    for _ in range(max(1, calls)):
+        for phase in phases:
+            phase.run(1)
+    seconds = {p.name: p.median for p in phases}
+    steps = -(-n_train // batch) * epochs
+    return {
+        "depth": depth, "shape": list(shape), "batch": batch, "device": str(device),
+        "step_seconds": seconds,
+        "ratios": {name: seconds["fp32"] / value for name, value in seconds.items()},
+        "steps_per_training": steps,
+        "training_hours": {k: v * steps / 3600 for k, v in seconds.items()},
+        "protocol_hours": {k: v * steps * PROTOCOL_TRAININGS / 3600 for k, v in seconds.items()},
+    }
+
+
+def _print_protocol(result: dict) -> None:
+    print(f"\nProtocol (extrapolated from measured steps): ResNet-{result['depth']}  input "
+          f"{'x'.join(map(str, result['shape']))}  batch {result['batch']}  "
+          f"{result['steps_per_training']} steps per training x {PROTOCOL_TRAININGS} trainings")
+    for name, seconds in result["step_seconds"].items():
+        print(f"  {name:<20} {seconds * 1000:9.1f} ms/step  speed-up vs fp32 "
+              f"{result['ratios'][name]:.2f}  per training {result['training_hours'][name]:.2f} h"
+              f"  protocol {result['protocol_hours'][name]:.1f} h")
 
 
 def _print(result: dict) -> None:
@@ -181,7 +267,8 @@ def _print(result: dict) -> None:
           f"({train_ok} target <= 1.8)")
     print(f"  SpotTune / plain inference:             {result['infer_ratio']:.2f} "
           f"({infer_ok} target <= 1.3)")
-    print(f"  same, every block splitting the batch:  {result['infer_split_ratio']:.2f}")
+    print(f"  same, every block splitting the batch:  {result['infer_split_ratio']:.2f} "
+          f"(index routing); {result['infer_split_whole_ratio']:.2f} (split_batches='whole')")
     print(f"  policy net alone / plain inference:     "
           f"{result['policy_share_of_plain_inference']:.3f}; blocks whose batch was split "
           f"between copies: {result['blocks_with_split_batch']}/{result['n_blocks']}")
@@ -200,6 +287,8 @@ def main() -> None:
         help="CPU threads for torch (1 avoids OpenMP stalls on an oversubscribed machine)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    parser.add_argument("--protocol", action="store_true",
+                        help="time the speed options and extrapolate the paper protocol")
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.threads:
@@ -214,6 +303,12 @@ def main() -> None:
     else:
         print(f"CPU: {torch.get_num_threads()} threads; float32")
     results = []
+    if args.protocol:
+        for depth in depths:
+            protocol = bench_protocol(depth, shape, batch, device, args.calls)
+            _print_protocol(protocol)
+            results.append(protocol)
+        depths = []
     for depth in depths:
         result = bench_depth(depth, shape, batch, device, args.repeats, args.calls)
         _print(result)

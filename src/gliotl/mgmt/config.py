@@ -90,6 +90,15 @@ class TrainingConfig(StrictModel):
     balancing: Literal["undersample", "weighted_loss", "none"] = "undersample"
     augment: AugmentConfig | None = AugmentConfig()
     amp: bool = True
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        default="auto",
+        description="auto: fp16 autocast on CUDA when amp, else fp32; bf16 autocasts on any device",
+    )
+    channels_last: bool = Field(default=False, description="channels_last_3d layout")
+    cudnn_benchmark: bool = Field(default=False, description="cuDNN autotuning (CUDA only)")
+    spottune_split_batches: Literal["index", "whole"] = Field(
+        default="index", description="SpotTune eval, split batch: per-sample or whole-batch",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_workers: int = Field(default=0, ge=0)
     cpus_per_job: int = Field(default=1, ge=1, description="CPUs (torch threads) each job reserves")

@@ -232,3 +232,27 @@ def test_forward_routed_matches_policy_routing(pretrained):
         mixed = model.forward_routed(x, gates)
         alone = model.forward_routed(x[:1], gates[:1])
     torch.testing.assert_close(mixed[:1], alone, rtol=1e-5, atol=1e-6)
+
+
+def test_whole_batch_split_gives_the_per_sample_routing_outputs(pretrained):
+    """split_batches='whole' (both copies on the whole batch, selected per sample) must give
+    what per-sample routing gives, block by block, for every split the policy can make."""
+    model = _spottune(pretrained).eval()
+    with torch.no_grad():
+        for block in model.tuned_blocks:  # make the copies differ, so a wrong pick shows
+            block.conv1.weight.mul_(1.5)
+    x = _inputs()
+    gates = torch.tensor([[True, False, True, False], [False, False, True, True],
+                          [True, True, False, False], [False, True, False, True]])
+    with torch.no_grad():
+        by_index = model.forward_routed(x, gates)
+        model.split_batches = "whole"
+        whole = model.forward_routed(x, gates)
+        whole_policy = model(x)
+        model.split_batches = "index"
+        index_policy = model(x)
+    torch.testing.assert_close(whole, by_index, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(whole_policy, index_policy, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(by_index, model.forward_routed(x, ~gates))
+    with pytest.raises(GliotlError, match="split_batches"):
+        model.split_batches = "both"

@@ -61,6 +61,21 @@ def _row_dict(row: Any) -> dict[str, Any]:
     return {k: (None if (not isinstance(v, str) and pd.isna(v)) else v) for k, v in data.items()}
 
 
+DEFAULT_MAX_WORKERS = 8
+"""Bound on the default preprocessing workers (each holds a few full-size volumes in memory)."""
+
+
+def default_workers() -> int:
+    """The CPUs this process may use, at most DEFAULT_MAX_WORKERS: the default of
+    ``mgmt prepare``. Outputs do not depend on the worker count (each patient is written by
+    one worker, from its own files only)."""
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        available = os.cpu_count() or 1
+    return max(1, min(available, DEFAULT_MAX_WORKERS))
+
+
 class VolumeCache:
     """Preprocessed volumes on disk; ``load`` returns a read-only float16 memory map."""
 

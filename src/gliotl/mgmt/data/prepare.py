@@ -15,7 +15,7 @@ from pydantic import Field, field_validator
 
 from gliotl.core.config import ConfigPath, StrictModel
 from gliotl.errors import GliotlError
-from gliotl.mgmt.data.cache import FillReport, VolumeCache
+from gliotl.mgmt.data.cache import FillReport, VolumeCache, default_workers
 from gliotl.mgmt.data.cohort import Cohort, write_cohort_table
 from gliotl.mgmt.data.modalities import resolve_modalities
 from gliotl.mgmt.data.preprocess import PreprocessConfig
@@ -28,7 +28,8 @@ class PrepareConfig(StrictModel):
     cohort: CohortConfig
     preprocessing: PreprocessConfig = Field(default_factory=PreprocessConfig)
     cache_dir: ConfigPath
-    cache_workers: int = Field(1, ge=1)
+    cache_workers: int = Field(default_factory=default_workers, ge=1,
+                               description="default: the available CPUs, at most 8")
     modalities: list[str] = ["all"]
     on_error: Literal["error", "exclude"] = "exclude"
     cohort_out: ConfigPath | None = Field(None, description="default <cache_dir>/cohort.csv")

@@ -39,6 +39,8 @@ from gliotl.errors import GliotlError
 from gliotl.mgmt.models.resnet import BasicBlock, MedicalNetResNet, keep_frozen_batchnorm_in_eval
 
 FORCE_GATES = (None, "frozen", "tuned")
+SPLIT_BATCHES = ("index", "whole")
+"""How evaluation runs a block whose batch the policy splits (see ``SpotTune.split_batches``)."""
 
 
 class PolicyNet(nn.Module):
@@ -166,6 +168,7 @@ class SpotTune(nn.Module):
         self.anneal_steps = int(anneal_steps)
         self.tune_stem = tune_stem
         self.force_gate = force_gate
+        self.split_batches = "index"
         self.tuned_blocks = _tuned_copies(backbone, frozen, tune_stem)
         self._init_routing(policy, n_blocks)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
@@ -201,6 +204,22 @@ class SpotTune(nn.Module):
                 f"SpotTune: field 'force_gate': expected None, 'frozen' or 'tuned', got {value!r}"
             )
         self._force_gate = value
+
+    @property
+    def split_batches(self) -> str:
+        """How evaluation runs a block whose batch the policy splits: ``index`` runs each copy
+        on its own samples (least arithmetic), ``whole`` runs both copies on the whole batch
+        and selects per sample (no gather/scatter, full-size kernels; faster where small
+        batches leave the device idle). Both give the same outputs."""
+        return self._split_batches
+
+    @split_batches.setter
+    def split_batches(self, value: str) -> None:
+        if value not in SPLIT_BATCHES:
+            raise GliotlError(
+                f"SpotTune: field 'split_batches': expected 'index' or 'whole', got {value!r}"
+            )
+        self._split_batches = value
 
     @property
     def n_blocks(self) -> int:
@@ -372,6 +391,11 @@ class SpotTune(nn.Module):
                 h = tuned_block(h)
             elif n_tuned == 0:
                 h = frozen_block(h)
+            elif self.split_batches == "whole":
+                out_tuned, out_frozen = tuned_block(h), frozen_block(h)
+                dtype = torch.promote_types(out_tuned.dtype, out_frozen.dtype)
+                h = torch.where(chosen.view(-1, 1, 1, 1, 1), out_tuned.to(dtype),
+                                out_frozen.to(dtype))
             else:
                 idx_tuned = chosen.nonzero().squeeze(1)
                 idx_frozen = (~chosen).nonzero().squeeze(1)
@@ -390,4 +414,4 @@ class SpotTune(nn.Module):
         self._routing_log.append(gates.detach().cpu().numpy().astype(bool))
 
 
-__all__ = ["FORCE_GATES", "PolicyNet", "SpotTune"]
+__all__ = ["FORCE_GATES", "SPLIT_BATCHES", "PolicyNet", "SpotTune"]

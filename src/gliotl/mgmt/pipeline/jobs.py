@@ -126,14 +126,13 @@ def _predictions(request: FoldRequest, model: Any, datasets: dict[str, Any], dev
     from gliotl.mgmt.pipeline.training import predict_proba
 
     training = request.training
-    amp = training.amp and device.type == "cuda"
     frames = []
     for role in ("val", "test"):
         dataset = datasets[role]
         if isinstance(model, SpotTune):
             model.reset_policy_usage()
-        prob = predict_proba(model, dataset, device, training.eval_batch_size, amp,
-                             training.num_workers)
+        prob = predict_proba(model, dataset, device, training.eval_batch_size,
+                             num_workers=training.num_workers, training=training)
         frames.append(pd.DataFrame({
             "method": request.method, "modality": request.unit,
             "sample_id": dataset.patient_ids, "repeat": 0, "fold": request.fold, "role": role,

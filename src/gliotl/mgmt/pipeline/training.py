@@ -7,7 +7,8 @@ What the paper's code got wrong and this module does not:
 * inference is ``model.eval()``: no dropout, frozen BatchNorm statistics, and for SpotTune the
   trained policy's argmax without Gumbel noise, so predicting twice gives identical numbers;
 * the trained policy network is part of the saved state and is what evaluation uses;
-* every tensor follows the chosen device (CPU or CUDA); mixed precision only on CUDA.
+* every tensor follows the chosen device (CPU or CUDA); float16 mixed precision only on CUDA,
+  bfloat16 (``precision: bf16``) on either (:mod:`gliotl.mgmt.pipeline.acceleration`).
 
 Class balance is restored on the training fold only: random undersampling of the majority
 class (redrawn each epoch from a seeded generator, so every majority patient is eventually
@@ -59,12 +60,14 @@ def build_model(method: str, depth: int, weights: str | None, in_channels: int, 
         assert spec.strategy is not None  # every non-SpotTune method names its strategy
         return configure_strategy(backbone, spec.strategy)
     anneal = training.epochs * max(1, steps_per_epoch)
-    return SpotTune(
+    spottune = SpotTune(
         backbone, mode=spec.spottune,
         budget=training.spottune_budget if spec.spottune == "global" else None,
         temperature=training.temperature, final_temperature=training.final_temperature,
         anneal_steps=anneal if training.final_temperature is not None else 0,
     )
+    spottune.split_batches = training.spottune_split_batches
+    return spottune
 
 
 def optimiser_for(model: nn.Module, training: TrainingConfig) -> torch.optim.Optimizer:
@@ -163,17 +166,26 @@ def _autocast(device: torch.device, enabled: bool):
 
 @torch.no_grad()
 def predict_proba(model: nn.Module, dataset: Any, device: torch.device, batch_size: int = 8,
-                  amp: bool = False, num_workers: int = 0) -> np.ndarray:
-    """Sigmoid probabilities in dataset order, in eval mode (deterministic)."""
+                  amp: bool = False, num_workers: int = 0,
+                  training: TrainingConfig | None = None) -> np.ndarray:
+    """Sigmoid probabilities in dataset order, in eval mode (deterministic). With ``training``
+    its speed options (precision, layout) apply and ``amp`` is ignored."""
     from torch.utils.data import DataLoader
+
+    from gliotl.mgmt.pipeline import acceleration
 
     was_training = model.training
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     out = []
     for x, _ in loader:
-        with _autocast(device, amp):
-            logits = model(x.to(device, non_blocking=True))
+        if training is None:
+            with _autocast(device, amp):
+                logits = model(x.to(device, non_blocking=True))
+            out.append(torch.sigmoid(logits.float()).view(-1).cpu().numpy())
+            continue
+        with acceleration.autocast(device, acceleration.autocast_dtype(training, device)):
+            logits = model(acceleration.place_batch(x, training, device))
         out.append(torch.sigmoid(logits.float()).view(-1).cpu().numpy())
     model.train(was_training)
     return np.concatenate(out) if out else np.zeros(0)
@@ -201,6 +213,8 @@ class _Loop:
     device: torch.device
     use_amp: bool
     generator: torch.Generator
+    training: TrainingConfig
+    dtype: torch.dtype | None
 
 
 def _make_loop(model: nn.Module, labels: np.ndarray, training: TrainingConfig,
@@ -208,10 +222,14 @@ def _make_loop(model: nn.Module, labels: np.ndarray, training: TrainingConfig,
     pos_weight = None
     if training.balancing == "weighted_loss":
         pos_weight = torch.tensor([positive_weight(labels)], device=device)
-    use_amp = training.amp and device.type == "cuda"
-    return _Loop(optimiser_for(model, training), torch.amp.GradScaler("cuda", enabled=use_amp),
+    from gliotl.mgmt.pipeline.acceleration import autocast_dtype, needs_grad_scaler
+
+    dtype = autocast_dtype(training, device)
+    use_amp = dtype is not None
+    scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(dtype, device))
+    return _Loop(optimiser_for(model, training), scaler,
                  nn.BCEWithLogitsLoss(pos_weight=pos_weight), device, use_amp,
-                 torch.Generator().manual_seed(derive_seed(seed, "loader")))
+                 torch.Generator().manual_seed(derive_seed(seed, "loader")), training, dtype)
 
 
 def _epoch_loader(train_set: Any, labels: np.ndarray, training: TrainingConfig, seed: int,
@@ -233,14 +251,15 @@ def _epoch_loader(train_set: Any, labels: np.ndarray, training: TrainingConfig, 
 def _train_epoch(model: nn.Module, loader: Any, loop: _Loop) -> tuple[float, int]:
     """One pass over ``loader``; returns (summed loss, items seen)."""
     from gliotl.mgmt.models.spottune import SpotTune
+    from gliotl.mgmt.pipeline import acceleration
 
     model.train()
     total, seen = 0.0, 0
     for x, y in loader:
-        x = x.to(loop.device, non_blocking=True)
+        x = acceleration.place_batch(x, loop.training, loop.device)
         y = y.to(loop.device, dtype=torch.float32).view(-1, 1)
         loop.optimiser.zero_grad(set_to_none=True)
-        with _autocast(loop.device, loop.use_amp):
+        with acceleration.autocast(loop.device, loop.dtype):
             logits = model(x)
             loss = loop.loss_fn(logits.float(), y)
             if isinstance(model, SpotTune):
@@ -259,8 +278,10 @@ def fit(model: nn.Module, train_set: Any, val_set: Any, training: TrainingConfig
     checkpoint metric (ties: higher validation AUC, then lower validation log-loss, then the
     earlier epoch).
     ``progress(epoch, row)`` is called per epoch."""
+    from gliotl.mgmt.pipeline.acceleration import place_model
+
     labels = np.asarray(train_set.labels, dtype=float)
-    model.to(device)
+    place_model(model, training, device)
     loop = _make_loop(model, labels, training, device, seed)
     scheduler = make_scheduler(loop.optimiser, training)
     y_val = np.asarray(val_set.labels, dtype=float)
@@ -271,8 +292,8 @@ def fit(model: nn.Module, train_set: Any, val_set: Any, training: TrainingConfig
     for epoch in range(training.epochs):
         loader = _epoch_loader(train_set, labels, training, seed, epoch, loop)
         total, seen = _train_epoch(model, loader, loop)
-        prob = predict_proba(model, val_set, device, training.eval_batch_size, loop.use_amp,
-                             training.num_workers)
+        prob = predict_proba(model, val_set, device, training.eval_batch_size,
+                             num_workers=training.num_workers, training=training)
         score, threshold, metrics = checkpoint_score(y_val, prob)
         val_loss = validation_log_loss(y_val, prob)
         scheduler.step(score)
