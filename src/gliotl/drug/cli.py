@@ -1,4 +1,5 @@
-"""CLI: ``gliotl drug run``, ``gliotl drug benchmark`` and ``gliotl drug predict``."""
+"""CLI: ``gliotl drug run``, ``gliotl drug benchmark``, ``gliotl drug report`` and
+``gliotl drug predict``."""
 
 from __future__ import annotations
 
@@ -72,6 +73,19 @@ def benchmark_command(
 
     print_frame(pd.read_csv(run.path / PANEL_SUMMARY), f"{run.path.name}: panel per method")
     typer.echo(f"report: {run.report_path}")
+
+
+@drug_app.command("report")
+def report_command(
+    run_dir: Path = typer.Argument(..., help="a finished drug benchmark panel run directory"),
+) -> None:
+    """Write a finished panel's panel.csv, summary, figure and report again (no training)."""
+    from gliotl.core.reporting.console import print_frame
+    from gliotl.drug.pipeline.panel_report import rewrite_panel_report
+
+    summary = rewrite_panel_report(run_dir)
+    print_frame(summary, f"{run_dir.name}: panel per method")
+    typer.echo(f"report: {run_dir / 'report.html'}")
 
 
 @drug_app.command("predict")

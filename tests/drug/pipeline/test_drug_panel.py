@@ -4,6 +4,7 @@ aggregate counts follow the per-drug outcomes, and a bad panel block is one line
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -12,12 +13,18 @@ import yaml
 
 from clirun import run_gliotl
 from gliotl.core.io import read_json, write_json
+from gliotl.core.runs.rundir import RunDir
 from gliotl.drug.config import ExperimentConfig
 from gliotl.drug.data.dataset import DrugDataset
 from gliotl.drug.data.drevalpy import write_drevalpy
 from gliotl.drug.data.synthetic_chain import make_synthetic_chain
 from gliotl.drug.pipeline.panel import read_panel_drugs, resolve_panel_drugs, run_drug_benchmark
-from gliotl.drug.pipeline.panel_report import best_baseline, panel_summary
+from gliotl.drug.pipeline.panel_report import (
+    best_baseline,
+    ineligible_baselines,
+    panel_summary,
+    spearman_figure,
+)
 from gliotl.errors import GliotlError
 
 
@@ -153,14 +160,21 @@ def test_aggregate_counts_follow_the_per_drug_outcomes():
     assert best_baseline(rho, ["mean"]) is None
 
 
-def test_panel_outcomes_match_the_corrected_t_rows(chain, tmp_path):
-    """Each drug's outcome is the corrected-t comparison with that drug's best baseline."""
+@pytest.fixture(scope="module")
+def one_drug_run(chain, tmp_path_factory) -> Path:
     config = ExperimentConfig.model_validate(panel_config(chain, drugs=["Temozolomide"]))
-    run = run_drug_benchmark(config, out=tmp_path / "one", progress=False)
+    return run_drug_benchmark(config, out=tmp_path_factory.mktemp("one") / "run",
+                              progress=False).path
+
+
+def test_panel_outcomes_match_the_corrected_t_rows(one_drug_run):
+    """Each drug's outcome is the corrected-t comparison with that drug's best baseline."""
+    run = RunDir(one_drug_run)
     table = pd.read_csv(run.path / "panel.csv", keep_default_na=False, na_values=[""])
     rows = table.set_index("method")
     best = rows.loc["elasticnet", "best_baseline"]
     assert best == "elasticnet"  # mean is constant per fold: the only baseline with a rho
+    assert rows.loc["elasticnet", "ineligible_baselines"].startswith("mean: Spearman in 0 of 6")
     assert rows.loc["elasticnet", "outcome"] == "best baseline"
     assert rows.loc["mean", "outcome"].startswith("n/a")
     other = rows.loc["elasticnet_unscaled"]
@@ -192,3 +206,70 @@ def test_bad_panel_config_is_one_line_and_exit_2(chain, tmp_path, capsys, change
     assert code == 2, err
     assert len(err.strip().splitlines()) == 1 and field in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_baseline_constant_in_most_folds_is_not_the_best_baseline():
+    """A tuned ElasticNet that ranks in 3 of 9 folds has a mean Spearman from those 3 only: it
+    cannot be the bar the other methods are held to."""
+    nan = float("nan")
+    per_fold = pd.DataFrame({
+        "method": ["enet"] * 9 + ["enet2"] * 9 + ["mean"] * 9,
+        "spearman": [0.6, 0.5, 0.7] + [nan] * 6 + [0.1, 0.2, nan, 0.0, 0.3, 0.1, 0.2, 0.1, nan]
+                    + [nan] * 9,
+    })
+    rho = pd.DataFrame({"method": ["mean", "enet", "enet2"], "mean": [nan, 0.6, 0.15]})
+    baselines = ["mean", "enet", "enet2"]
+    assert best_baseline(rho, baselines) == "enet"  # by the mean alone
+    assert best_baseline(rho, baselines, per_fold) == "enet2"
+    left_out = ineligible_baselines(per_fold, baselines)
+    assert left_out == {"mean": "Spearman in 0 of 9 folds (constant in the rest)",
+                        "enet": "Spearman in 3 of 9 folds (constant in the rest)"}
+    half = per_fold[per_fold["method"] != "enet"].copy()
+    half.loc[half["method"] == "enet2", "spearman"] = [0.1] * 4 + [nan] * 5  # 4 of 9: not most
+    assert best_baseline(rho, baselines, half) is None
+
+
+def test_figure_legend_names_only_methods_with_points():
+    table = pd.DataFrame({"drug": ["a", "a", "b", "b"], "method": ["net", "mean"] * 2,
+                          "spearman": [0.3, float("nan"), 0.1, float("nan")]})
+    fig = spearman_figure(table)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["net"]
+    assert "constant per fold): mean" in ax.get_xlabel()
+
+
+def test_drug_run_refuses_a_panel_config(chain, tmp_path, capsys):
+    path = tmp_path / "panel.yaml"
+    path.write_text(yaml.safe_dump(panel_config(chain)))
+    code, _, err = run_gliotl(["drug", "run", path, "--out", tmp_path / "run"], capsys)
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1
+    assert "field 'panel'" in err and "gliotl drug benchmark" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_drug_report_rewrites_a_finished_panel_from_its_drug_runs(one_drug_run, capsys):
+    before = pd.read_csv(one_drug_run / "panel.csv")
+    stamps = {p: p.stat().st_mtime_ns for p in (one_drug_run / "drugs").rglob("*") if p.is_file()}
+    for name in ("panel.csv", "panel_summary.csv", "panel_spearman.png"):
+        (one_drug_run / name).unlink()
+    code, out, err = run_gliotl(["drug", "report", one_drug_run], capsys)
+    assert code == 0, err
+    pd.testing.assert_frame_equal(pd.read_csv(one_drug_run / "panel.csv"), before)
+    assert (one_drug_run / "panel_spearman.png").stat().st_size > 0
+    assert "panel per method" in out
+    # the drug runs are read, never rewritten
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_drug_report_refuses_what_is_not_a_finished_panel(one_drug_run, tmp_path, capsys):
+    code, _, err = run_gliotl(["drug", "report", tmp_path], capsys)
+    assert code == 2 and "not a drug benchmark panel run" in err
+    assert len(err.strip().splitlines()) == 1
+    copy = tmp_path / "copy"
+    shutil.copytree(one_drug_run, copy)
+    drug = copy / "drugs" / "001_Temozolomide" / "manifest.json"
+    write_json(drug, {**read_json(drug), "status": "running"})
+    code, _, err = run_gliotl(["drug", "report", copy], capsys)
+    assert code == 2 and "drug run not finished" in err and "--resume" in err
+    assert len(err.strip().splitlines()) == 1

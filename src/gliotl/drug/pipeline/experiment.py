@@ -669,6 +669,10 @@ def run_drug_experiment(
     """Run the whole experiment and write its run directory; returns it. ``base_dir``: the
     folder relative paths of a config validated without one refer to; ``overrides``: the
     ``--set`` values already applied to ``config``, recorded in the manifest."""
+    if config.panel is not None:
+        raise GliotlError(f"config '{config.name}': field 'panel': a panel block makes this a "
+                          "benchmark over drugs; expected no panel block here: run it with "
+                          "gliotl drug benchmark CONFIG (run_drug_benchmark)")
     if base_dir is not None:
         config = resolve_config_paths(config, base_dir)
     return run_experiment(config, _body(config), name=config.name, seed=config.seed, out=out,

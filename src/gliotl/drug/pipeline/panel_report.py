@@ -1,9 +1,13 @@
 """What a drug benchmark panel found: ``panel.csv`` (per drug and method), ``panel_summary.csv``
 (per method over drugs), the per-drug Spearman figure and ``report.html``.
 
-Per drug, every method is compared with that drug's best baseline (the ``panel.baselines``
-method with the highest mean Spearman there; constant-per-fold baselines have none) by the
-corrected resampled t-test on per-fold Spearman, the engine's headline test. A method *wins* a
+Per drug, every method is compared with that drug's best baseline (of the ``panel.baselines``
+that have a per-fold Spearman in most folds, the one with the highest mean Spearman there) by
+the corrected resampled t-test on per-fold Spearman, the engine's headline test. A baseline
+that is constant in most folds (the training mean always; a tuned ElasticNet whose inner CV
+ends at the top of its alpha path) is not eligible: its mean Spearman comes from the few folds
+where it ranks at all, and the t-test would pair on those few. ``panel.csv`` names, per drug,
+the baselines left out and why. A method *wins* a
 drug when it is above the best baseline with corrected p < ``panel.alpha`` and *loses* when it is
 below with p < alpha. Against chance: each drug run's label-permutation p, for the methods in
 ``evaluation.permutation_methods``; the others say why they have none. Counts over drugs are
@@ -21,9 +25,9 @@ import numpy as np
 import pandas as pd
 
 from gliotl.core.io import write_bytes, write_csv
-from gliotl.core.runs.rundir import RunDir
+from gliotl.core.runs.rundir import RunDir, read_run_manifest
 from gliotl.drug.config import ExperimentConfig
-from gliotl.drug.pipeline.panel import DRUG_RUNS
+from gliotl.drug.pipeline.panel import DRUG_RUNS, PANEL_DRUGS
 
 PANEL_TABLE = "panel.csv"
 PANEL_SUMMARY = "panel_summary.csv"
@@ -40,9 +44,31 @@ def _permutation_note(config: ExperimentConfig, method: str) -> str:
     return ""
 
 
-def best_baseline(summary: pd.DataFrame, baselines: list[str]) -> str | None:
-    """The baseline with the highest mean Spearman (ties: the first listed); None when every
-    baseline is constant per fold (no Spearman)."""
+def baseline_folds(per_fold: pd.DataFrame, baselines: list[str]) -> dict[str, tuple[int, int]]:
+    """Per baseline: (folds with a finite Spearman, folds)."""
+    counts = {}
+    for name in baselines:
+        rho = per_fold.loc[per_fold["method"] == name, "spearman"].astype(float).to_numpy()
+        counts[name] = (int(np.isfinite(rho).sum()), int(rho.size))
+    return counts
+
+
+def ineligible_baselines(per_fold: pd.DataFrame, baselines: list[str]) -> dict[str, str]:
+    """The baselines without a per-fold Spearman in more than half of their folds, with why."""
+    out = {}
+    for name, (ranked, folds) in baseline_folds(per_fold, baselines).items():
+        if ranked * 2 <= folds or folds == 0:
+            out[name] = f"Spearman in {ranked} of {folds} folds (constant in the rest)"
+    return out
+
+
+def best_baseline(summary: pd.DataFrame, baselines: list[str],
+                  per_fold: pd.DataFrame | None = None) -> str | None:
+    """The baseline with the highest mean Spearman (ties: the first listed) among those with a
+    per-fold Spearman in most folds (all, when ``per_fold`` is None); None when there is none."""
+    if per_fold is not None:
+        left_out = ineligible_baselines(per_fold, baselines)
+        baselines = [b for b in baselines if b not in left_out]
     means = summary.set_index("method")["mean"].reindex(baselines).astype(float)
     means = means[np.isfinite(means.to_numpy())]
     return None if means.empty else str(means.idxmax())
@@ -64,7 +90,7 @@ def _against_best(predictions: pd.DataFrame, best: str | None, config: Experimen
 
 def _outcome(method: str, best: str | None, row: dict[str, Any] | None, alpha: float) -> str:
     if best is None:
-        return "n/a: no baseline has a Spearman"
+        return "n/a: no baseline has a Spearman in most folds"
     if method == best:
         return "best baseline"
     if row is None:
@@ -84,7 +110,9 @@ def drug_rows(run_path: Path, drug: pd.Series, config: ExperimentConfig) -> list
     summary = pd.DataFrame(metrics["target"]["summary"])
     summary = summary[summary["metric"] == "spearman"]
     perm = {r["method"]: r for r in metrics.get("permutation", {}).get("methods", [])}
-    best = best_baseline(summary, config.panel.baselines)
+    per_fold = pd.DataFrame(metrics["target"]["per_fold"])
+    left_out = ineligible_baselines(per_fold, config.panel.baselines)
+    best = best_baseline(summary, config.panel.baselines, per_fold)
     against = _against_best(pd.read_csv(sub / "predictions.csv"), best, config)
     rows = []
     for record in summary.to_dict(orient="records"):
@@ -99,6 +127,7 @@ def drug_rows(run_path: Path, drug: pd.Series, config: ExperimentConfig) -> list
             "permutation_p": p_perm if p_perm is not None else float("nan"),
             "permutation_note": "" if method in perm else _permutation_note(config, method),
             "best_baseline": best or "",
+            "ineligible_baselines": "; ".join(f"{k}: {v}" for k, v in left_out.items()),
             "fold_spearman_difference_vs_best_baseline": versus.get("difference", float("nan")),
             "corrected_t_p_vs_best_baseline": versus.get("p_value", float("nan")),
             "outcome": _outcome(method, best, comparison, config.panel.alpha),
@@ -146,15 +175,22 @@ def spearman_figure(table: pd.DataFrame) -> Any:
     fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(drugs) + 1.6))
     markers = "osD^vP*Xh<>"
     position = {d: len(drugs) - 1 - i for i, d in enumerate(drugs)}
+    unranked = []
     for j, method in enumerate(methods):
         part = table[(table["method"] == method) & np.isfinite(table["spearman"].astype(float))]
+        if part.empty:
+            unranked.append(method)
+            continue
         offset = (j - (len(methods) - 1) / 2) * 0.1
         ax.scatter(part["spearman"].astype(float),
                    [position[d] + offset for d in part["drug"]], label=method, s=22,
                    marker=markers[j % len(markers)])
     ax.axvline(0.0, color="grey", lw=0.8)
     ax.set_yticks(range(len(drugs)), list(reversed(drugs)))
-    ax.set_xlabel("Spearman (mean over CV repeats of pooled out-of-fold predictions)")
+    label = "Spearman (mean over CV repeats of pooled out-of-fold predictions)"
+    if unranked:
+        label += f"\nno Spearman on any drug (constant per fold): {', '.join(unranked)}"
+    ax.set_xlabel(label)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.4 / len(drugs)),
               ncol=min(len(methods), 4))
     fig.tight_layout()
@@ -199,7 +235,32 @@ def _method_text(config: ExperimentConfig, n_drugs: int) -> str:
             f"the drug; target CV {cv.n_splits}-fold x {cv.n_repeats} repeats. Spearman: mean "
             f"over repeats of the pooled out-of-fold Spearman, with its pooled 95% CI. Against "
             f"chance: {perm}. Against the best baseline (of {', '.join(panel.baselines)}, the "
-            f"highest mean Spearman on that drug): the corrected resampled t-test on per-fold "
+            f"highest mean Spearman on that drug among those with a per-fold Spearman in most "
+            f"folds; panel.csv names the others): the corrected resampled t-test on per-fold "
             f"Spearman; win / loss = above / below it with p < {panel.alpha:g}. Drugs share "
             f"cell lines, so the counts over drugs are not independent and no test over "
             f"drugs is made.")
+
+
+def rewrite_panel_report(run_path: Path) -> pd.DataFrame:
+    """Write a finished panel's tables, figure and report again from its saved drug runs with
+    this version's rules (no training); returns the summary. Every drug run must be finished."""
+    from gliotl.drug.pipeline.panel import read_panel_drugs
+    from gliotl.errors import GliotlError
+
+    run = RunDir(run_path)
+    if not run.manifest_path.is_file() or not (run_path / PANEL_DRUGS).is_file():
+        raise GliotlError(f"{run_path}: not a drug benchmark panel run (expected manifest.json "
+                          f"and {PANEL_DRUGS}, written by gliotl drug benchmark)")
+    config = ExperimentConfig.model_validate(run.config())
+    if config.panel is None:
+        raise GliotlError(f"{run.config_path}: field 'panel': missing; expected the panel "
+                          "block the run was made with")
+    drugs = read_panel_drugs(run_path)
+    for folder in drugs["folder"]:
+        manifest = read_run_manifest(run_path / DRUG_RUNS / str(folder))
+        if manifest is None or manifest.get("status") != "finished":
+            raise GliotlError(f"{run_path / DRUG_RUNS / str(folder)}: drug run not finished; "
+                              f"expected every drug finished: run gliotl drug benchmark "
+                              f"CONFIG --out {run_path} --resume")
+    return write_panel_outputs(run, config, drugs)
