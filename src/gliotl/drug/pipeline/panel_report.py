@@ -187,10 +187,10 @@ def spearman_figure(table: pd.DataFrame) -> Any:
                    marker=markers[j % len(markers)])
     ax.axvline(0.0, color="grey", lw=0.8)
     ax.set_yticks(range(len(drugs)), list(reversed(drugs)))
-    label = "Spearman (mean over CV repeats of pooled out-of-fold predictions)"
+    ax.set_xlabel("Spearman (mean over CV repeats of pooled out-of-fold predictions)")
     if unranked:
-        label += f"\nno Spearman on any drug (constant per fold): {', '.join(unranked)}"
-    ax.set_xlabel(label)
+        ax.set_title(f"no Spearman on any drug (constant per fold): {', '.join(unranked)}",
+                     fontsize=8, loc="left")
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.4 / len(drugs)),
               ncol=min(len(methods), 4))
     fig.tight_layout()
