@@ -242,7 +242,7 @@ def _masked_mse(
 
 def _make_optimiser(
     net: DrugResponseNet, rules: Sequence[LayerTraining], train: TrainConfig, device: torch.device
-) -> tuple[torch.optim.Optimizer | None, list[tuple[torch.Tensor, float]]]:
+) -> tuple[ContiguousStepOptimiser | None, list[tuple[torch.Tensor, float]]]:
     """Parameter groups per layer; returns the optimiser and the in-place gradient additions
     (parameter, coefficient) that cannot be folded into the optimiser's own weight decay."""
     groups: list[dict] = []
@@ -277,15 +277,56 @@ def _add_layer_groups(
         manual_l2.append((layer.weight, 2.0 * zero_pull))
 
 
+class ContiguousStepOptimiser:
+    """An optimiser that updates genes x hidden weights through contiguous aliases.
+
+    The first layer's weight is a transposed view of contiguous storage (see
+    :func:`_store_genes_by_hidden`). PyTorch's fused CPU Adam is elementwise but about 3.6x
+    slower on such a view (24.8 ms against 6.9 ms per step at 6,163 genes, torch 2.13), so the
+    optimiser here holds ``weight.t()``, a contiguous alias of the same storage, and is handed
+    ``weight.grad.t()`` (gradients keep their parameter's strides) before each step. The update
+    is bit-identical to updating the view (``tests/drug/network/test_first_layer_layout.py``).
+    """
+
+    def __init__(self, groups: list[dict], build: Callable[[list[dict]], torch.optim.Optimizer]):
+        self._pairs: list[tuple[torch.Tensor, nn.Parameter]] = []
+        aliased = []
+        for group in groups:
+            params = []
+            for param in group["params"]:
+                if is_genes_by_hidden(param):
+                    alias = nn.Parameter(param.detach().t(), requires_grad=param.requires_grad)
+                    self._pairs.append((param, alias))
+                    params.append(alias)
+                else:
+                    params.append(param)
+            aliased.append({**group, "params": params})
+        self.optimiser = build(aliased)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimiser.zero_grad(set_to_none=set_to_none)
+        for param, _ in self._pairs:
+            param.grad = None
+
+    def step(self) -> None:
+        for param, alias in self._pairs:
+            alias.grad = param.grad.t() if param.grad is not None else None
+        self.optimiser.step()
+
+
 def _build_optimiser(groups: list[dict], train: TrainConfig,
-                     device: torch.device) -> torch.optim.Optimizer:
+                     device: torch.device) -> ContiguousStepOptimiser:
     fused = device.type in ("cpu", "cuda")
-    if train.optimiser == "adam":
-        return torch.optim.Adam(groups, lr=train.lr, eps=1e-7, fused=fused)
-    if train.optimiser == "adamw":
-        return torch.optim.AdamW(groups, lr=train.lr, eps=1e-7, weight_decay=train.weight_decay,
-                                 fused=fused)
-    return torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum, fused=fused)
+
+    def build(params: list[dict]) -> torch.optim.Optimizer:
+        if train.optimiser == "adam":
+            return torch.optim.Adam(params, lr=train.lr, eps=1e-7, fused=fused)
+        if train.optimiser == "adamw":
+            return torch.optim.AdamW(params, lr=train.lr, eps=1e-7,
+                                     weight_decay=train.weight_decay, fused=fused)
+        return torch.optim.SGD(params, lr=train.lr, momentum=train.momentum, fused=fused)
+
+    return ContiguousStepOptimiser(groups, build)
 
 
 def split_validation(
@@ -374,7 +415,7 @@ class _EarlyStopping:
 
 
 def _run_epoch(net: DrugResponseNet, rows: _Rows, order: torch.Tensor, batch_size: int,
-               opt: torch.optim.Optimizer | None, penalties: _Penalties) -> float:
+               opt: ContiguousStepOptimiser | None, penalties: _Penalties) -> float:
     """One pass over ``rows`` in ``order``; returns the mean training loss."""
     net.train()
     n = rows.X.shape[0]
