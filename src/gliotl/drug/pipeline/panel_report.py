@@ -27,7 +27,8 @@ import pandas as pd
 from gliotl.core.io import write_bytes, write_csv
 from gliotl.core.runs.rundir import RunDir, read_run_manifest
 from gliotl.drug.config import ExperimentConfig
-from gliotl.drug.pipeline.panel import DRUG_RUNS, PANEL_DRUGS
+from gliotl.drug.pipeline.panel import DRUG_RUNS, PANEL_DRUGS, read_panel_drugs
+from gliotl.errors import GliotlError
 
 PANEL_TABLE = "panel.csv"
 PANEL_SUMMARY = "panel_summary.csv"
@@ -44,31 +45,20 @@ def _permutation_note(config: ExperimentConfig, method: str) -> str:
     return ""
 
 
-def baseline_folds(per_fold: pd.DataFrame, baselines: list[str]) -> dict[str, tuple[int, int]]:
-    """Per baseline: (folds with a finite Spearman, folds)."""
-    counts = {}
-    for name in baselines:
-        rho = per_fold.loc[per_fold["method"] == name, "spearman"].astype(float).to_numpy()
-        counts[name] = (int(np.isfinite(rho).sum()), int(rho.size))
-    return counts
-
-
 def ineligible_baselines(per_fold: pd.DataFrame, baselines: list[str]) -> dict[str, str]:
     """The baselines without a per-fold Spearman in more than half of their folds, with why."""
     out = {}
-    for name, (ranked, folds) in baseline_folds(per_fold, baselines).items():
+    for name in baselines:
+        rho = per_fold.loc[per_fold["method"] == name, "spearman"].astype(float).to_numpy()
+        ranked, folds = int(np.isfinite(rho).sum()), int(rho.size)
         if ranked * 2 <= folds or folds == 0:
             out[name] = f"Spearman in {ranked} of {folds} folds (constant in the rest)"
     return out
 
 
-def best_baseline(summary: pd.DataFrame, baselines: list[str],
-                  per_fold: pd.DataFrame | None = None) -> str | None:
-    """The baseline with the highest mean Spearman (ties: the first listed) among those with a
-    per-fold Spearman in most folds (all, when ``per_fold`` is None); None when there is none."""
-    if per_fold is not None:
-        left_out = ineligible_baselines(per_fold, baselines)
-        baselines = [b for b in baselines if b not in left_out]
+def best_baseline(summary: pd.DataFrame, baselines: list[str]) -> str | None:
+    """The baseline with the highest mean Spearman (ties: the first listed); None when none
+    has one. Pass the eligible baselines (see :func:`ineligible_baselines`)."""
     means = summary.set_index("method")["mean"].reindex(baselines).astype(float)
     means = means[np.isfinite(means.to_numpy())]
     return None if means.empty else str(means.idxmax())
@@ -112,7 +102,7 @@ def drug_rows(run_path: Path, drug: pd.Series, config: ExperimentConfig) -> list
     perm = {r["method"]: r for r in metrics.get("permutation", {}).get("methods", [])}
     per_fold = pd.DataFrame(metrics["target"]["per_fold"])
     left_out = ineligible_baselines(per_fold, config.panel.baselines)
-    best = best_baseline(summary, config.panel.baselines, per_fold)
+    best = best_baseline(summary, [b for b in config.panel.baselines if b not in left_out])
     against = _against_best(pd.read_csv(sub / "predictions.csv"), best, config)
     rows = []
     for record in summary.to_dict(orient="records"):
@@ -245,9 +235,6 @@ def _method_text(config: ExperimentConfig, n_drugs: int) -> str:
 def rewrite_panel_report(run_path: Path) -> pd.DataFrame:
     """Write a finished panel's tables, figure and report again from its saved drug runs with
     this version's rules (no training); returns the summary. Every drug run must be finished."""
-    from gliotl.drug.pipeline.panel import read_panel_drugs
-    from gliotl.errors import GliotlError
-
     run = RunDir(run_path)
     if not run.manifest_path.is_file() or not (run_path / PANEL_DRUGS).is_file():
         raise GliotlError(f"{run_path}: not a drug benchmark panel run (expected manifest.json "
