@@ -130,10 +130,14 @@ def test_target_samples_may_not_appear_in_an_earlier_step(chain_data, tmp_path):
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_results(chain_data, tmp_path):
-    # Each network method's 12 folds train as one stacked batch job that writes all 12 results
-    # at its end; the second, longer one is still training when the kill comes.
-    methods = [{"name": "target_only", "kind": "network", "params": {"train": {"epochs": 40}}},
-               {"name": "target_long", "kind": "network", "params": {"train": {"epochs": 160}}},
+    # Each network method's 12 folds train as one stacked batch job (stacking: always) that
+    # writes all 12 results at its end; the second, longer one is still training when the kill
+    # comes.
+    stacked = {"stacking": "always"}
+    methods = [{"name": "target_only", "kind": "network",
+                "params": {"train": {"epochs": 40, **stacked}}},
+               {"name": "target_long", "kind": "network",
+                "params": {"train": {"epochs": 160, **stacked}}},
                {"name": "mean", "kind": "mean"}]
     config = chain_config(chain_data, methods, target_cv={"n_splits": 3, "n_repeats": 4})
     path = tmp_path / "exp.yaml"

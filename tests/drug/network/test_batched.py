@@ -12,7 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from gliotl.drug.network.batched import BatchMember, batch_refusal, train_networks
+from gliotl.drug.network.batched import (
+    BatchMember,
+    batch_refusal,
+    stacking_chosen,
+    train_networks,
+)
 from gliotl.drug.network.model import (
     DrugResponseNet,
     LayerTraining,
@@ -67,7 +72,7 @@ def _sequential(members: list[BatchMember], train: TrainConfig) -> list:
 def test_each_stacked_model_equals_its_sequential_fit(policy):
     # unequal sizes: 29 and 28 rows fill one padded batch; 45 rows take two steps an epoch
     members = _members(policy, [29, 28, 45, 29])
-    train = TrainConfig(lr=1e-2, epochs=15, batch_size=32)
+    train = TrainConfig(lr=1e-2, epochs=15, batch_size=32, stacking="always")
     assert batch_refusal(members, train) is None
     expected = _sequential(members, train)
     results = train_networks(members, train)
@@ -87,7 +92,7 @@ def test_each_stacked_model_equals_its_sequential_fit(policy):
 
 def test_early_stopping_is_per_model_and_restores_each_best_epoch():
     members = _members("paper", [40, 33, 50])
-    train = TrainConfig(lr=3e-3, epochs=40, batch_size=16, patience=2)
+    train = TrainConfig(lr=3e-3, epochs=40, batch_size=16, patience=2, stacking="always")
     expected = _sequential(members, train)
     results = train_networks(members, train)
     X, _ = _data()
@@ -102,7 +107,7 @@ def test_early_stopping_is_per_model_and_restores_each_best_epoch():
 
 def test_small_chunks_give_the_same_models_and_refused_batches_fall_back():
     members = _members(None, [29, 30, 31])
-    train = TrainConfig(lr=1e-3, epochs=5)
+    train = TrainConfig(lr=1e-3, epochs=5, stacking="always")
     whole = copy.deepcopy(members)
     train_networks(whole, train)
     train_networks(members, train, chunk_bytes=1)  # one model per chunk
@@ -110,7 +115,7 @@ def test_small_chunks_give_the_same_models_and_refused_batches_fall_back():
     with torch.no_grad():
         for a, b in zip(members, whole, strict=True):
             assert float((a.net(X) - b.net(X)).abs().max()) <= TOLERANCE
-    sgd = TrainConfig(lr=1e-3, epochs=3, optimiser="sgd")
+    sgd = TrainConfig(lr=1e-3, epochs=3, optimiser="sgd", stacking="always")
     assert "optimiser" in (batch_refusal(members, sgd) or "")
     fallback = _members(None, [29, 30])
     expected = _sequential(fallback, sgd)
@@ -118,3 +123,19 @@ def test_small_chunks_give_the_same_models_and_refused_batches_fall_back():
     with torch.no_grad():
         for member, (net, _) in zip(fallback, expected, strict=True):
             assert torch.equal(member.net(X), net(X))  # the sequential path itself
+
+
+def test_auto_stacks_on_cuda_only_and_never_falls_back_to_the_sequential_fits():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert not stacking_chosen(TrainConfig(), cpu) and stacking_chosen(TrainConfig(), cuda)
+    assert stacking_chosen(TrainConfig(stacking="always"), cpu)
+    assert not stacking_chosen(TrainConfig(stacking="never"), cuda)
+    X, _ = _data()
+    for stacking in ("auto", "never"):  # on this CPU: the sequential path itself, bitwise
+        members = _members("paper", [29, 30])
+        train = TrainConfig(lr=1e-3, epochs=3, stacking=stacking)
+        expected = _sequential(members, train)
+        train_networks(members, train)
+        with torch.no_grad():
+            for member, (net, _) in zip(members, expected, strict=True):
+                assert torch.equal(member.net(X), net(X))

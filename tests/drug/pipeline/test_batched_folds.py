@@ -21,7 +21,7 @@ def chain(tmp_path_factory):
     return write_synthetic_chain(tmp_path_factory.mktemp("syn"), seed=0)
 
 
-def _config(data) -> ExperimentConfig:
+def _config(data, stacking: str = "always") -> ExperimentConfig:
     target = {"dataset": "syn", "drug": "Temozolomide",
               "filters": [{"column": "tissue", "equals": "glioma"}]}
     source = {"dataset": "syn", "drug": "Oxaliplatin", "train": "pretrain",
@@ -32,7 +32,8 @@ def _config(data) -> ExperimentConfig:
         "steps": {"source": source, "target": target},
         "target_cv": {"n_splits": 3, "n_repeats": 2},
         "network": {"hidden": [16, 8]},
-        "train": {"pretrain": {"epochs": 5}, "finetune": {"epochs": 12, "lr": 1e-3}},
+        "train": {"pretrain": {"epochs": 5},
+                  "finetune": {"epochs": 12, "lr": 1e-3, "stacking": stacking}},
         "methods": [{"name": "target_only", "kind": "network"},
                     {"name": "l2sp", "kind": "network", "chain": ["source"],
                      "transfer": {"kind": "l2sp"}},
@@ -74,3 +75,13 @@ def test_stacked_fold_jobs_equal_the_fold_by_fold_run_and_resume_per_member(
     assert len(list(jobs.glob("batch-target-target_only-r0-f1-n2-*"))) == 1
     assert (jobs / "target-target_only-r0-f0" / "result.json").read_bytes() == kept
     assert (_predictions(resumed).y_pred - got.y_pred).abs().max() <= TOLERANCE
+
+
+def test_by_default_a_cpu_run_fits_its_folds_one_by_one(chain, tmp_path):
+    """``train.stacking: auto`` stacks on CUDA only: here every network fold is its own job."""
+    run = run_drug_experiment(_config(chain, stacking="auto"), tmp_path, out=tmp_path / "auto",
+                              progress=False)
+    jobs = run.path / "jobs"
+    assert not list(jobs.glob("batch-*"))
+    timing = (jobs / "target-l2sp-r1-f2" / "timing.json").read_text()
+    assert '"batched"' not in timing

@@ -19,8 +19,10 @@ dropout masks come from per-model CUDA generators, so they differ from a sequent
 (reproducible, not identical); the epoch loop makes no host synchronisation unless early
 stopping needs the validation losses.
 
-What cannot be stacked runs sequentially, and :func:`batch_refusal` says why: optimisers other
-than Adam, multi-task responses, and members whose architecture or per-layer rules differ.
+Whether to stack is ``TrainConfig.stacking`` (:func:`stacking_chosen`: by default on CUDA only,
+measured slower than sequential fits on CPU). What cannot be stacked runs sequentially, and
+:func:`batch_refusal` says why: optimisers other than Adam, multi-task responses, and members
+whose architecture or per-layer rules differ.
 """
 
 from __future__ import annotations
@@ -76,6 +78,20 @@ def _rule_key(rule: LayerTraining) -> tuple:
             rule.zero_l2)
 
 
+def stacking_chosen(train: TrainConfig, device: torch.device) -> bool:
+    """Whether fits with ``train`` on ``device`` are stacked (``train.stacking``).
+
+    ``auto`` stacks on CUDA only. On CPU a step of the paper network is bound by the memory
+    traffic of each model's own weights, gradients and Adam moments, which stacking cannot
+    share: 30 stacked fine-tunes measured 0.73x the speed of the same fits one after another
+    (``benchmarks/bench_drug.py``, RESULTS.md), and sequential fits leave a run's workers
+    free to take folds in parallel.
+    """
+    if train.stacking == "auto":
+        return device.type == "cuda"
+    return train.stacking == "always"
+
+
 def batch_refusal(members: Sequence[BatchMember], train: TrainConfig) -> str | None:
     """Why these members cannot be trained as one stacked model (None: they can)."""
     if train.optimiser != "adam":
@@ -117,14 +133,15 @@ def train_networks(
     members: Sequence[BatchMember], train: TrainConfig,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> list[TrainResult]:
-    """Train every member as :func:`train_network` would, stacked where possible.
+    """Train every member as :func:`train_network` would, stacked where ``train.stacking``
+    chooses it (:func:`stacking_chosen`) and the members allow it (:func:`batch_refusal`).
 
     Members are trained in place (their ``net`` ends fitted, in eval mode); results come back
     in the members' order. ``seconds`` of a stacked member is its share of its chunk's time.
     """
     if not members:
         return []
-    if batch_refusal(members, train) is not None:
+    if not stacking_chosen(train, members[0].X.device) or batch_refusal(members, train) is not None:
         return [train_network(m.net, m.X, m.y, train, m.rules, seed=m.seed) for m in members]
     size = _chunk_size(members[0].net, members[0].rules, train, chunk_bytes)
     results: list[TrainResult] = []
@@ -433,4 +450,4 @@ def _activation(name: str, z: torch.Tensor) -> torch.Tensor:
     return _ACTIVATIONS[name](z)
 
 
-__all__ = ["BatchMember", "batch_refusal", "train_networks"]
+__all__ = ["BatchMember", "batch_refusal", "stacking_chosen", "train_networks"]

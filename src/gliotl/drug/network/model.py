@@ -91,6 +91,14 @@ class TrainConfig(StrictModel):
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
     patience: int | None = Field(default=None, ge=1)
     validation_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
+    stacking: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="train independent fits of these settings as one stacked model "
+                    "(gliotl.drug.network.batched): 'auto' stacks on CUDA only, where a small "
+                    "fit leaves the device idle; on CPU the paper network's fits measured "
+                    "faster one after another (benchmarks/RESULTS.md). Either way each model "
+                    "equals its sequential fit within float32 rounding.",
+    )
 
 
 #: The paper's pretraining settings (source models).

@@ -1,4 +1,6 @@
-"""Fold jobs of one network method trained as one stacked model (issue 17).
+"""Fold jobs of one network method trained as one stacked model (issue 17), where the
+method's ``train.stacking`` chooses it (by default on CUDA only; on CPU fold jobs run one by one,
+in parallel across workers, which measured faster).
 
 A stage's fold jobs stay the unit of resume: each keeps its own ``jobs/<id>/`` and result. Before
 the stage runs, the pending fold jobs of each network method (whose estimator is a
@@ -18,9 +20,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gliotl.core.device import resolve_device
 from gliotl.core.io import write_json
 from gliotl.core.runs.jobs import Job, JobsOutcome, save_job_result
 from gliotl.core.seeding import seed_everything
+from gliotl.drug.network.batched import stacking_chosen
 
 if TYPE_CHECKING:
     from gliotl.core.runs.experiment import Experiment
@@ -29,14 +33,17 @@ if TYPE_CHECKING:
 
 
 def _fine_tuner(request: FoldRequest) -> Any:
-    """The request's estimator when it is a network fine-tuner that can be stacked, else None."""
+    """The request's estimator when it is a network fine-tuner whose training settings choose
+    stacking on this machine's device (``train.stacking``; by default CUDA only), else None."""
     from gliotl.drug.methods.registry import SourceNetworkFineTuner, method_kind
 
     entry = method_kind(request.method.kind)
     if entry.annotation is not None:
         return None
     estimator = entry.build(request.method, request.context)
-    return estimator if type(estimator) is SourceNetworkFineTuner else None
+    if type(estimator) is not SourceNetworkFineTuner:
+        return None
+    return estimator if stacking_chosen(estimator.train, resolve_device("auto")) else None
 
 
 def fit_predict_many(requests: list[FoldRequest], data: StepData,
