@@ -16,6 +16,7 @@ On CUDA it uses bf16 autocast and reports peak memory. Defaults: ResNet-50 at 70
 
     python benchmarks/bench_mgmt.py [--depth 10 50] [--shape D H W] [--batch N] [--device cpu]
     python benchmarks/bench_mgmt.py --protocol [...]   # speed options, paper protocol total
+    python benchmarks/bench_mgmt.py --share 1 2 4 [...] # trainings sharing one device
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -239,6 +241,67 @@ def bench_protocol(depth: int, shape: tuple[int, int, int], batch: int, device: 
     }
 
 
+def _shared_worker(rank: int, depth: int, shape: tuple[int, int, int], batch: int,
+                   device_name: str, steps: int, barrier: Any, queue: Any) -> None:
+    """One training process of :func:`bench_sharing`: warm up, wait for the others, time
+    ``steps`` fp32 training steps of the full fine-tuning network."""
+    device = torch.device(device_name)
+    torch.manual_seed(rank)
+    model = configure_strategy(medicalnet_resnet(depth), "full").to(device)
+    optimiser = torch.optim.Adam(parameter_groups(model, 1e-5))
+    x = torch.randn(batch, 1, *shape, device=device)
+    y = (torch.arange(batch, device=device) % 2).float().unsqueeze(1)
+
+    def step() -> None:
+        optimiser.zero_grad(set_to_none=True)
+        F.binary_cross_entropy_with_logits(model(x), y).backward()
+        optimiser.step()
+
+    step()
+    _sync(device)
+    barrier.wait()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    queue.put(time.perf_counter() - start)
+
+
+def bench_sharing(depth: int, shape: tuple[int, int, int], batch: int, device: torch.device,
+                  trainings: list[int], steps: int) -> dict:
+    """Several trainings sharing one device: for each N, N processes train at once (what
+    ``--workers N`` does with ``training.trainings_per_gpu``); the aggregate steps/s against
+    one process alone, measured in one run."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    rates: dict[int, float] = {}
+    for n in trainings:
+        barrier, queue = context.Barrier(n), context.Queue()
+        procs = [context.Process(target=_shared_worker, args=(rank, depth, shape, batch,
+                                                              str(device), steps, barrier, queue))
+                 for rank in range(n)]
+        for proc in procs:
+            proc.start()
+        seconds = [queue.get() for _ in procs]
+        for proc in procs:
+            proc.join()
+        rates[n] = n * steps / max(seconds)
+    base = rates[trainings[0]]
+    return {"depth": depth, "shape": list(shape), "batch": batch, "device": str(device),
+            "steps": steps, "steps_per_second": rates,
+            "throughput_vs_first": {n: rate / base for n, rate in rates.items()}}
+
+
+def _print_sharing(result: dict) -> None:
+    print(f"\nTrainings sharing one {result['device']}: ResNet-{result['depth']} input "
+          f"{'x'.join(map(str, result['shape']))} batch {result['batch']}, fp32, "
+          f"{result['steps']} timed steps each")
+    for n, rate in result["steps_per_second"].items():
+        print(f"  {n} at once: {rate:7.2f} steps/s in all = "
+              f"{result['throughput_vs_first'][n]:.2f}x the throughput of the first row")
+
+
 def _print_protocol(result: dict) -> None:
     print(f"\nProtocol (extrapolated from measured steps): ResNet-{result['depth']}  input "
           f"{'x'.join(map(str, result['shape']))}  batch {result['batch']}  "
@@ -289,6 +352,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     parser.add_argument("--protocol", action="store_true",
                         help="time the speed options and extrapolate the paper protocol")
+    parser.add_argument("--share", type=int, nargs="+", default=None, metavar="N",
+                        help="time N trainings at once on the device for each N (e.g. 1 2 4)")
+    parser.add_argument("--share-steps", type=int, default=20)
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.threads:
@@ -303,6 +369,12 @@ def main() -> None:
     else:
         print(f"CPU: {torch.get_num_threads()} threads; float32")
     results = []
+    if args.share:
+        for depth in depths:
+            sharing = bench_sharing(depth, shape, batch, device, args.share, args.share_steps)
+            _print_sharing(sharing)
+            results.append(sharing)
+        depths = [] if not args.protocol else depths
     if args.protocol:
         for depth in depths:
             protocol = bench_protocol(depth, shape, batch, device, args.calls)

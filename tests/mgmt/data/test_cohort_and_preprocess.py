@@ -327,3 +327,51 @@ def test_modalities_contract():
     assert MODALITIES == ("T1", "T1GD", "T2", "FLAIR", "DTI_AD", "DTI_FA", "DTI_RD", "DTI_TR",
                           "DSC_ap-rCBV", "DSC_PH", "DSC_PSR")
     assert MODALITY_GROUPS["dsc"] == ("DSC_ap-rCBV", "DSC_PH", "DSC_PSR")
+
+
+@pytest.mark.slow
+def test_a_resident_cohort_serves_the_streamed_items_and_trains_the_same_model(phantom, tmp_path):
+    """``training.resident_cohort``: the volumes are read once into memory (float16 as cached);
+    items, augmented or not, equal the streamed ones bit for bit, the cache is not read again,
+    and a fit on the resident datasets gives the streamed fit's weights."""
+    import torch
+
+    from gliotl.mgmt.config import TrainingConfig
+    from gliotl.mgmt.pipeline.training import build_model, fit
+
+    root, _ = phantom
+    cohort = read_upenn(root)
+    cache = VolumeCache(tmp_path / "cache", PreprocessConfig(**SMALL))
+    mods = ["T1GD", "FLAIR"]
+    cache.fill(cohort, mods, progress=False)
+    augment = AugmentConfig(rotation_degrees=10, noise_std=0.1, noise_prob=1.0)
+    ids = cohort.patient_ids
+    train_ids, val_ids = ids[: len(ids) - 2], ids[len(ids) - 2:]
+    cpu = torch.device("cpu")
+    streamed = MRIDataset(cohort, mods, cache, train_ids, augment, seed=5)
+    resident = MRIDataset(cohort, mods, cache, train_ids, augment, seed=5, resident=cpu)
+    assert resident.resident.dtype == torch.float16 and not resident.resident_on_cuda
+    assert tuple(resident.resident.shape) == (len(train_ids), 2, 16, 20, 20)
+    for epoch in (0, 1):
+        streamed.set_epoch(epoch)
+        resident.set_epoch(epoch)
+        for index in range(len(train_ids)):
+            assert torch.equal(streamed[index][0], resident[index][0])
+            assert streamed[index][1] == resident[index][1]
+    val_streamed = MRIDataset(cohort, mods, cache, val_ids)
+    val_resident = MRIDataset(cohort, mods, cache, val_ids, resident=cpu)
+    shutil.rmtree(tmp_path / "cache")  # served from memory from now on
+    assert torch.equal(val_resident[0][0], val_resident[0][0])
+
+    training = TrainingConfig(epochs=2, batch_size=2, eval_batch_size=2, device="cpu",
+                              lr_backbone=1e-3, balancing="none", resident_cohort=True)
+    weights = []
+    for train_set, val_set in ((resident, val_resident), (streamed, None)):
+        if val_set is None:  # the streamed fit needs its cache back
+            cache.fill(cohort, mods, progress=False)
+            val_set = val_streamed
+        torch.manual_seed(0)
+        model = build_model("full", 10, None, 2, 0.0, training)
+        weights.append(fit(model, train_set, val_set, training, cpu, seed=3).state_dict)
+    for key, value in weights[0].items():
+        assert torch.equal(value, weights[1][key]), key

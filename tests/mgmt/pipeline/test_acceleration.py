@@ -104,3 +104,17 @@ def test_spottune_split_batches_comes_from_the_config():
     model = build_model("spottune", 10, None, 1, 0.0, _training(spottune_split_batches="whole"))
     assert model.split_batches == "whole"
     assert build_model("spottune", 10, None, 1, 0.0, _training()).split_batches == "index"
+
+
+def test_several_trainings_share_a_gpu_by_reserving_a_fraction_of_it():
+    from types import SimpleNamespace
+
+    from gliotl.mgmt.pipeline.experiment import job_gpus
+
+    def share(**kwargs) -> float:
+        return job_gpus(SimpleNamespace(training=TrainingConfig(**kwargs)))  # type: ignore[arg-type]
+
+    assert share(device="cuda") == 1.0
+    assert share(device="cuda", trainings_per_gpu=4) == 0.25
+    assert share(device="cpu", trainings_per_gpu=4) == 0.0
+    assert share(device="auto", trainings_per_gpu=2) == (0.5 if torch.cuda.is_available() else 0.0)

@@ -45,7 +45,8 @@ from gliotl.drug.network.model import (
     useful_flops_per_sample,
 )
 
-#: Memory for one chunk's stacked weights, gradients, moments, anchors and best copies.
+#: Memory for one chunk's stacked weights, gradients, moments, anchors and best copies on the
+#: CPU; on CUDA a chunk may take half of the device memory free when training starts.
 DEFAULT_CHUNK_BYTES = 2 * 1024**3
 
 Backward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -129,9 +130,17 @@ def _chunk_size(net: DrugResponseNet, rules: Sequence[LayerTraining], train: Tra
     return max(1, chunk_bytes // (4 * n_params * copies))
 
 
+def chunk_budget(device: torch.device) -> int:
+    """Bytes one stacked chunk may hold on ``device``: :data:`DEFAULT_CHUNK_BYTES` on the CPU,
+    half the free memory of a GPU (an H200 fits hundreds of the paper's networks at once)."""
+    if device.type != "cuda":
+        return DEFAULT_CHUNK_BYTES
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(free // 2)
+
+
 def train_networks(
-    members: Sequence[BatchMember], train: TrainConfig,
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    members: Sequence[BatchMember], train: TrainConfig, chunk_bytes: int | None = None,
 ) -> list[TrainResult]:
     """Train every member as :func:`train_network` would, stacked where ``train.stacking``
     chooses it (:func:`stacking_chosen`) and the members allow it (:func:`batch_refusal`).
@@ -143,7 +152,8 @@ def train_networks(
         return []
     if not stacking_chosen(train, members[0].X.device) or batch_refusal(members, train) is not None:
         return [train_network(m.net, m.X, m.y, train, m.rules, seed=m.seed) for m in members]
-    size = _chunk_size(members[0].net, members[0].rules, train, chunk_bytes)
+    budget = chunk_budget(members[0].X.device) if chunk_bytes is None else chunk_bytes
+    size = _chunk_size(members[0].net, members[0].rules, train, budget)
     results: list[TrainResult] = []
     for begin in range(0, len(members), size):
         results.extend(_StackedFit(members[begin: begin + size], train).run())
@@ -450,4 +460,4 @@ def _activation(name: str, z: torch.Tensor) -> torch.Tensor:
     return _ACTIVATIONS[name](z)
 
 
-__all__ = ["BatchMember", "batch_refusal", "stacking_chosen", "train_networks"]
+__all__ = ["BatchMember", "batch_refusal", "chunk_budget", "stacking_chosen", "train_networks"]

@@ -65,7 +65,14 @@ class AugmentConfig(StrictModel):
 
 
 class MRIDataset(Dataset):
-    """Items are (float32 tensor [C, D, H, W], float label) for the chosen modalities."""
+    """Items are (float32 tensor [C, D, H, W], float label) for the chosen modalities.
+
+    ``resident`` (a torch device) reads every volume once, as the cache stores it (float16),
+    into one tensor on that device; items are then sliced from it and augmented there, with
+    no disk read or host-to-device copy per batch. The values are the streamed ones (float16
+    to float32 is exact); on the CPU the items are bit-identical, on a GPU the augmentation's
+    interpolation rounds as the GPU's kernels do.
+    """
 
     def __init__(
         self,
@@ -75,6 +82,7 @@ class MRIDataset(Dataset):
         patient_ids: list[str] | None = None,
         augment: AugmentConfig | None = None,
         seed: int = 0,
+        resident: Any = None,
     ) -> None:
         if not modalities:
             raise GliotlError("MRIDataset needs at least one modality")
@@ -98,6 +106,32 @@ class MRIDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self._transform = augment.build() if augment is not None else None
+        self.resident = None if resident is None else self._load_resident(resident)
+
+    def _load_resident(self, device: Any) -> Any:
+        """Every item's volumes, float16 as cached, in one [N, C, D, H, W] tensor on ``device``."""
+        import torch
+
+        if not self._keys:
+            return torch.zeros((0, len(self.modalities)), dtype=torch.float16, device=device)
+        first = self.cache.load_key(self._keys[0][0])
+        out = torch.empty((len(self._keys), len(self.modalities), *first.shape),
+                          dtype=torch.float16, device=device)
+        for index, keys in enumerate(self._keys):
+            for channel, key in enumerate(keys):
+                volume = self.cache.load_key(key)
+                if volume.shape != first.shape:
+                    raise GliotlError(
+                        f"{self.cache.path_for_key(key)}: volume shape {volume.shape}, expected "
+                        f"{first.shape} like the rest of the cohort; re-run `gliotl mgmt prepare`")
+                out[index, channel].copy_(torch.from_numpy(np.array(volume, np.float16)))
+                del volume
+        return out
+
+    @property
+    def resident_on_cuda(self) -> bool:
+        """Whether items live on a GPU (DataLoader workers and pinned memory cannot serve them)."""
+        return self.resident is not None and self.resident.device.type == "cuda"
 
     def set_epoch(self, epoch: int) -> None:
         """Call once per training epoch so each epoch sees different (but seeded) augmentations."""
@@ -109,10 +143,13 @@ class MRIDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Any, float]:
         import torch
 
-        volumes = [self.cache.load_key(key) for key in self._keys[index]]
-        array = np.stack([np.asarray(v, dtype=np.float32) for v in volumes])
-        del volumes  # release the memory maps
-        tensor = torch.from_numpy(array)
+        if self.resident is not None:
+            tensor = self.resident[index].float()
+        else:
+            volumes = [self.cache.load_key(key) for key in self._keys[index]]
+            array = np.stack([np.asarray(v, dtype=np.float32) for v in volumes])
+            del volumes  # release the memory maps
+            tensor = torch.from_numpy(array)
         if self._transform is not None:
             self._transform.set_random_state(seed=derive_seed(self.seed, self.epoch, index))
             tensor = torch.as_tensor(self._transform(tensor), dtype=torch.float32)

@@ -109,13 +109,15 @@ def read_run_cohort(run_path: str | Path):
 
 
 def job_gpus(config: MGMTExperimentConfig) -> float:
-    """One GPU per job for ``device: cuda``, and for ``auto`` where this machine has CUDA; none
-    otherwise (a Ray cluster without GPUs could never host a job that asks for one)."""
+    """A GPU's share per job (``1 / training.trainings_per_gpu``) for ``device: cuda``, and for
+    ``auto`` where this machine has CUDA; none otherwise (a Ray cluster without GPUs could never
+    host a job that asks for one)."""
+    share = 1.0 / config.training.trainings_per_gpu
     if config.training.device == "auto":
         import torch
 
-        return 1.0 if torch.cuda.is_available() else 0.0
-    return 1.0 if config.training.device == "cuda" else 0.0
+        return share if torch.cuda.is_available() else 0.0
+    return share if config.training.device == "cuda" else 0.0
 
 
 def _splits(config: MGMTExperimentConfig, experiment: Experiment) -> pd.DataFrame:

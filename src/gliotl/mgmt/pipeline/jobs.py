@@ -92,6 +92,7 @@ class FoldRequest:
 def _datasets(request: FoldRequest) -> dict[str, Any]:
     """The train / val / hold-out datasets of the fold's patients that have the unit's
     modalities (only the training set augments)."""
+    from gliotl.core.device import resolve_device
     from gliotl.mgmt.data.cache import VolumeCache
     from gliotl.mgmt.data.cohort import read_cohort_table
     from gliotl.mgmt.data.dataset import MRIDataset
@@ -103,12 +104,14 @@ def _datasets(request: FoldRequest) -> dict[str, Any]:
     cache = VolumeCache(request.cache_dir, config.preprocessing)
     chosen = {"train": request.train_ids, "val": request.val_ids, "test": request.test_ids}
     ids = {role: [p for p in patients if p in have] for role, patients in chosen.items()}
+    training = request.training
+    resident = resolve_device(training.device) if training.resident_cohort else None
     seed_everything(request.seed)
     return {
-        "train": MRIDataset(cohort, modalities, cache, ids["train"], request.training.augment,
-                            request.seed),
-        "val": MRIDataset(cohort, modalities, cache, ids["val"]),
-        "test": MRIDataset(cohort, modalities, cache, ids["test"]),
+        "train": MRIDataset(cohort, modalities, cache, ids["train"], training.augment,
+                            request.seed, resident=resident),
+        "val": MRIDataset(cohort, modalities, cache, ids["val"], resident=resident),
+        "test": MRIDataset(cohort, modalities, cache, ids["test"], resident=resident),
     }
 
 
