@@ -177,6 +177,9 @@ def stacked_vs_sequential(n_fits: int, samples: int, genes: int, epochs: int,
         train_network(member.net, member.X, member.y, train, member.rules, seed=member.seed)
     sync()
     sequential = time.perf_counter() - start
+    del members  # the second set's networks must not sit beside the first's on a GPU
+    if device != "cpu":
+        torch.cuda.empty_cache()
     members = _fine_tune_members(n_fits, samples, genes, permutations, device)
     sync()
     start = time.perf_counter()

@@ -242,9 +242,10 @@ def bench_protocol(depth: int, shape: tuple[int, int, int], batch: int, device: 
 
 
 def _shared_worker(rank: int, depth: int, shape: tuple[int, int, int], batch: int,
-                   device_name: str, steps: int, barrier: Any, queue: Any) -> None:
+                   device_name: str, steps: int, threads: int, barrier: Any, queue: Any) -> None:
     """One training process of :func:`bench_sharing`: warm up, wait for the others, time
-    ``steps`` fp32 training steps of the full fine-tuning network."""
+    ``steps`` fp32 training steps of the full fine-tuning network (``threads`` CPU threads)."""
+    torch.set_num_threads(threads)
     device = torch.device(device_name)
     torch.manual_seed(rank)
     model = configure_strategy(medicalnet_resnet(depth), "full").to(device)
@@ -279,7 +280,9 @@ def bench_sharing(depth: int, shape: tuple[int, int, int], batch: int, device: t
     for n in trainings:
         barrier, queue = context.Barrier(n), context.Queue()
         procs = [context.Process(target=_shared_worker, args=(rank, depth, shape, batch,
-                                                              str(device), steps, barrier, queue))
+                                                              str(device), steps,
+                                                              torch.get_num_threads(), barrier,
+                                                              queue))
                  for rank in range(n)]
         for proc in procs:
             proc.start()

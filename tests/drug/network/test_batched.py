@@ -13,8 +13,10 @@ import pytest
 import torch
 
 from gliotl.drug.network.batched import (
+    DEFAULT_CHUNK_BYTES,
     BatchMember,
     batch_refusal,
+    chunk_budget,
     stacking_chosen,
     train_networks,
 )
@@ -130,6 +132,7 @@ def test_auto_stacks_on_cuda_only_and_never_falls_back_to_the_sequential_fits():
     assert not stacking_chosen(TrainConfig(), cpu) and stacking_chosen(TrainConfig(), cuda)
     assert stacking_chosen(TrainConfig(stacking="always"), cpu)
     assert not stacking_chosen(TrainConfig(stacking="never"), cuda)
+    assert chunk_budget(cpu) == DEFAULT_CHUNK_BYTES  # on CUDA: half the free device memory
     X, _ = _data()
     for stacking in ("auto", "never"):  # on this CPU: the sequential path itself, bitwise
         members = _members("paper", [29, 30])
