@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--case-study", type=Path, default=None, help="a finished run folder")
     parser.add_argument("--stack-fits", type=int, nargs="+", default=[30],
-                        help="numbers of target fine-tunes to time (a GPU: 30 300 3000)")
+                        help="numbers of target fine-tunes to time (a GPU: 30 300 1000)")
     parser.add_argument("--stack-permutations", type=int, default=200)
     parser.add_argument("--stack-epochs", type=int, default=200)
     parser.add_argument("--stack-samples", type=int, default=29)

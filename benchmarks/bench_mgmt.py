@@ -296,9 +296,14 @@ def bench_sharing(depth: int, shape: tuple[int, int, int], batch: int, device: t
             "throughput_vs_first": {n: rate / base for n, rate in rates.items()}}
 
 
+def _setting(result: dict) -> str:
+    """``ResNet-10  input 32x40x40  batch 4``: the network and input a result was timed on."""
+    return (f"ResNet-{result['depth']}  input {'x'.join(map(str, result['shape']))}  "
+            f"batch {result['batch']}")
+
+
 def _print_sharing(result: dict) -> None:
-    print(f"\nTrainings sharing one {result['device']}: ResNet-{result['depth']} input "
-          f"{'x'.join(map(str, result['shape']))} batch {result['batch']}, fp32, "
+    print(f"\nTrainings sharing one {result['device']}: {_setting(result)}, fp32, "
           f"{result['steps']} timed steps each")
     for n, rate in result["steps_per_second"].items():
         print(f"  {n} at once: {rate:7.2f} steps/s in all = "
@@ -306,8 +311,7 @@ def _print_sharing(result: dict) -> None:
 
 
 def _print_protocol(result: dict) -> None:
-    print(f"\nProtocol (extrapolated from measured steps): ResNet-{result['depth']}  input "
-          f"{'x'.join(map(str, result['shape']))}  batch {result['batch']}  "
+    print(f"\nProtocol (extrapolated from measured steps): {_setting(result)}  "
           f"{result['steps_per_training']} steps per training x {PROTOCOL_TRAININGS} trainings")
     for name, seconds in result["step_seconds"].items():
         print(f"  {name:<20} {seconds * 1000:9.1f} ms/step  speed-up vs fp32 "
@@ -316,10 +320,7 @@ def _print_protocol(result: dict) -> None:
 
 
 def _print(result: dict) -> None:
-    print(
-        f"\nResNet-{result['depth']}  input {'x'.join(map(str, result['shape']))}  "
-        f"batch {result['batch']}  device {result['device']}"
-    )
+    print(f"\n{_setting(result)}  device {result['device']}")
     mem = result.get("peak_memory_gib", {})
     for name, seconds in result["seconds"].items():
         extra = f"  peak {mem[name]:.2f} GiB" if name in mem else ""
@@ -372,22 +373,17 @@ def main() -> None:
     else:
         print(f"CPU: {torch.get_num_threads()} threads; float32")
     results = []
-    if args.share:
-        for depth in depths:
-            sharing = bench_sharing(depth, shape, batch, device, args.share, args.share_steps)
-            _print_sharing(sharing)
-            results.append(sharing)
-        depths = [] if not args.protocol else depths
-    if args.protocol:
-        for depth in depths:
-            protocol = bench_protocol(depth, shape, batch, device, args.calls)
-            _print_protocol(protocol)
-            results.append(protocol)
-        depths = []
     for depth in depths:
-        result = bench_depth(depth, shape, batch, device, args.repeats, args.calls)
-        _print(result)
-        results.append(result)
+        if args.share:
+            results.append(bench_sharing(depth, shape, batch, device, args.share,
+                                         args.share_steps))
+            _print_sharing(results[-1])
+        if args.protocol:
+            results.append(bench_protocol(depth, shape, batch, device, args.calls))
+            _print_protocol(results[-1])
+        if not (args.share or args.protocol):
+            results.append(bench_depth(depth, shape, batch, device, args.repeats, args.calls))
+            _print(results[-1])
     if args.json:
         write_json(args.json, results)
 

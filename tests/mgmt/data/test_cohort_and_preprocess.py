@@ -360,18 +360,19 @@ def test_a_resident_cohort_serves_the_streamed_items_and_trains_the_same_model(p
             assert streamed[index][1] == resident[index][1]
     val_streamed = MRIDataset(cohort, mods, cache, val_ids)
     val_resident = MRIDataset(cohort, mods, cache, val_ids, resident=cpu)
-    shutil.rmtree(tmp_path / "cache")  # served from memory from now on
-    assert torch.equal(val_resident[0][0], val_resident[0][0])
-
+    expected = val_streamed[0][0]
     training = TrainingConfig(epochs=2, batch_size=2, eval_batch_size=2, device="cpu",
                               lr_backbone=1e-3, balancing="none", resident_cohort=True)
-    weights = []
-    for train_set, val_set in ((resident, val_resident), (streamed, None)):
-        if val_set is None:  # the streamed fit needs its cache back
-            cache.fill(cohort, mods, progress=False)
-            val_set = val_streamed
+
+    def weights(train_set: MRIDataset, val_set: MRIDataset) -> dict:
         torch.manual_seed(0)
         model = build_model("full", 10, None, 2, 0.0, training)
-        weights.append(fit(model, train_set, val_set, training, cpu, seed=3).state_dict)
-    for key, value in weights[0].items():
-        assert torch.equal(value, weights[1][key]), key
+        return fit(model, train_set, val_set, training, cpu, seed=3).state_dict
+
+    shutil.rmtree(tmp_path / "cache")  # the resident datasets are served from memory
+    assert torch.equal(val_resident[0][0], expected)
+    from_memory = weights(resident, val_resident)
+    cache.fill(cohort, mods, progress=False)  # the streamed fit reads the cache again
+    from_cache = weights(streamed, val_streamed)
+    for key, value in from_memory.items():
+        assert torch.equal(value, from_cache[key]), key
