@@ -143,6 +143,8 @@ def test_resume_reuses_finished_jobs(runs, monkeypatch, capsys):
     stamps = {p: p.stat().st_mtime_ns for p in done}
     killed = run.jobs_dir / "full-T1GD-f1" / "result.json"
     killed.unlink()  # as if the process died while this job was training
+    lost = next(p for p in sorted(run.jobs_dir.glob("*-f*/model.pt")) if p.parent != killed.parent)
+    lost.unlink()  # a finished fold's model deleted: the job is redone, not reused
     run.metrics_path.unlink()
     run.update_manifest(status="running")
     config = MGMTExperimentConfig.model_validate(run.config())
@@ -155,10 +157,11 @@ def test_resume_reuses_finished_jobs(runs, monkeypatch, capsys):
     epochs = config.training.epochs
     assert f"[gliotl] full T1GD fold 1: epoch {epochs}/{epochs}: train_loss " in out
     assert re.search(r"\[gliotl\] fold models: (\d+)/\1 jobs done, [\d.]+ jobs/min, ETA 0s", out)
-    assert killed.is_file()
+    assert killed.is_file() and lost.is_file()
     for path, stamp in stamps.items():
-        if path != killed:
+        if path not in (killed, lost.parent / "result.json"):
             assert path.stat().st_mtime_ns == stamp  # reused, not retrained
+    assert (lost.parent / "result.json").stat().st_mtime_ns != stamps[lost.parent / "result.json"]
     after = pd.read_csv(run.predictions_path)
     pd.testing.assert_frame_equal(before, after)  # CPU training is deterministic per seed
 

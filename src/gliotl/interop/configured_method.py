@@ -89,8 +89,7 @@ class _Upstream:
         self.written.add(name)
 
     def network_chain(self, chain: list[str]) -> str:
-        from gliotl.drug.pipeline.experiment import UpstreamRequest, upstream_job
-        from gliotl.drug.pipeline.experiment import _chain_transfer as chain_transfer
+        from gliotl.drug.pipeline.experiment import UpstreamRequest, chain_transfer, upstream_job
 
         parent: str | None = None
         for length in range(1, len(chain) + 1):

@@ -153,3 +153,27 @@ def test_counts_in_the_steps_table_are_integers():
                                    "target": {"samples": 18, "genes": 1000, "y_min": 0.2}}})
     text = Report("t").table(steps).html()
     assert "<td>300</td>" in text and "300.000" not in text and "<td>0.100</td>" in text
+
+
+def test_rewriting_a_page_removes_only_the_figures_it_no_longer_has(tmp_path):
+    def page(n_figures):
+        report = Report("page")
+        for index in range(n_figures):
+            fig, ax = plt.subplots()
+            ax.plot([0, index])
+            report.figure(fig, caption=f"curve {index}")
+        return report, report.write(tmp_path / "report.html")
+
+    first, _ = page(2)
+    folder = tmp_path / "figures"
+    mine = [folder / "notes.svg", folder / "09-my-own-plot.pdf"]  # the user's, never listed
+    for path in mine:
+        path.write_text("keep")
+    assert all((tmp_path / name).is_file() for name in first.figure_files)
+    second, _ = page(1)
+    assert all((tmp_path / name).is_file() for name in second.figure_files)
+    gone = set(first.figure_files) - set(second.figure_files)
+    assert len(gone) == 2 and not any((tmp_path / name).exists() for name in gone)
+    assert all(path.read_text() == "keep" for path in mine)
+    page(0)
+    assert not list(folder.glob("0*-curve-*")) and all(path.is_file() for path in mine)

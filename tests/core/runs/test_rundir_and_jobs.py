@@ -109,6 +109,20 @@ def test_jobs_resume_reuses_finished_results(tmp_path):
     assert "seconds" not in outcome.results["j3"]  # results do not depend on the machine's speed
 
 
+def test_a_finished_job_whose_output_is_gone_is_rerun_on_resume(tmp_path):
+    run = RunDir.open("jobs", {}, seed=0, out=tmp_path / "run")
+    jobs = [Job(f"j{i}", square_job, {"value": i}, outputs=("artifact.txt",)) for i in range(2)]
+    run_jobs(jobs, run, progress=False)
+    assert run.job_done("j0", ("artifact.txt",)) and run.job_done("j0")
+    (run.job_dir("j0") / "artifact.txt").unlink()  # the model a later step reads, deleted
+    (run.job_dir("j1") / "artifact.txt").write_text("kept")
+    assert not run.job_done("j0", ("artifact.txt",)) and run.job_done("j0")
+    outcome = run_jobs(jobs, run, progress=False)
+    assert (run.job_dir("j0") / "artifact.txt").read_text() == "0"  # redone
+    assert (run.job_dir("j1") / "artifact.txt").read_text() == "kept"  # reused
+    assert outcome.results["j0"]["square"] == 0 and not outcome.failures
+
+
 def test_failed_job_is_retried_then_reported_without_losing_others(tmp_path):
     run = RunDir.open("jobs", {}, seed=0, out=tmp_path / "run")
     jobs = [Job("flaky", failing_job, {"fail_times": 1}),

@@ -195,15 +195,38 @@ def test_useful_flops_counts_only_needed_backward_work():
     assert useful_flops_per_sample(net, frozen) == 2 * (sum(macs) + 55 + 5)
 
 
-def test_measure_case_study_sums_job_flops_over_run_wall_time(tmp_path):
+def _bench_drug():
     import importlib.util
-    import json
     from pathlib import Path
 
     bench_path = Path(__file__).resolve().parents[3] / "benchmarks" / "bench_drug.py"
     spec = importlib.util.spec_from_file_location("bench_drug", bench_path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_bench_members_are_rebuilt_identically_and_sequential_time_scales_from_a_prefix():
+    bench = _bench_drug()
+    build = bench.member_builder(samples=10, genes=12, permutations=True, device="cpu")
+    first, again, other = build(3), build(3), build(4)
+    for a, b in zip(first.net.parameters(), again.net.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(first.y, again.y) and first.seed == again.seed == 3
+    assert torch.equal(first.X, other.X)  # permutation refits share one fold's rows
+    assert not torch.equal(first.y, other.y)
+    assert torch.equal(first.net.dense_layers[0].weight, other.net.dense_layers[0].weight)
+    assert not torch.equal(first.net.dense_layers[1].weight, other.net.dense_layers[1].weight)
+    stats = bench.stacked_vs_sequential(5, 10, 12, epochs=1, permutations=False,
+                                        sequential_fits=2)
+    assert stats["sequential_measured"] == 2 and stats["chunk"] >= 5
+    assert stats["sequential_s"] > 0 and stats["stacked_s"] > 0
+
+
+def test_measure_case_study_sums_job_flops_over_run_wall_time(tmp_path):
+    import json
+
+    bench = _bench_drug()
     X, y = _data()
     model = NetworkRegressor(network=SMALL, train={"epochs": 2}).fit(X, y)
     macs = [30 * 16, 16 * 8, 8 * 1]

@@ -13,6 +13,7 @@ import os
 import sys
 import threading
 import time
+from abc import ABC, abstractmethod
 from types import TracebackType
 from typing import Any
 
@@ -68,24 +69,18 @@ def silent_for() -> float:
     return time.monotonic() - _last_line[0]
 
 
-class RunHeartbeat:
-    """A whole run's safety net in plain output: whatever it is doing between job stages
-    (reading data, preparing a cohort, bootstrapping the report), a line appears whenever
-    the log has been silent for :func:`heartbeat_seconds`. ``activity`` says what it is on."""
+class _Heartbeat(ABC):
+    """A daemon thread that calls :meth:`quiet_line` whenever the log has been silent for
+    ``heartbeat`` seconds, from ``start()`` until the ``with`` block ends."""
 
-    def __init__(self, label: str, enabled: bool):
-        self.label, self.activity = label, "starting"
-        self.enabled = enabled and plain_output()
-        self.heartbeat = heartbeat_seconds() if self.enabled else DEFAULT_HEARTBEAT_SECONDS
+    def __init__(self, heartbeat: float, thread_name: str):
+        self.heartbeat = heartbeat
         self.start = time.monotonic()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="gliotl-run-heartbeat",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._beat, name=thread_name, daemon=True)
 
-    def __enter__(self) -> RunHeartbeat:
-        if self.enabled:
-            self._thread.start()
-        return self
+    def start_beating(self) -> None:
+        self._thread.start()
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -96,11 +91,35 @@ class RunHeartbeat:
     def _beat(self) -> None:
         while not self._stop.wait(min(1.0, self.heartbeat / 2)):
             if silent_for() >= self.heartbeat:
-                print_line(f"{self.label}: {self.activity}, elapsed "
-                           f"{format_duration(time.monotonic() - self.start)} (still running)")
+                self.quiet_line()
+
+    @abstractmethod
+    def quiet_line(self) -> None:
+        """Print the line that says the work is still going on."""
 
 
-class PlainProgress:
+class RunHeartbeat(_Heartbeat):
+    """A whole run's safety net in plain output: whatever it is doing between job stages
+    (reading data, preparing a cohort, bootstrapping the report), a line appears whenever
+    the log has been silent for :func:`heartbeat_seconds`. ``activity`` says what it is on."""
+
+    def __init__(self, label: str, enabled: bool):
+        self.label, self.activity = label, "starting"
+        self.enabled = enabled and plain_output()
+        super().__init__(heartbeat_seconds() if self.enabled else DEFAULT_HEARTBEAT_SECONDS,
+                         "gliotl-run-heartbeat")
+
+    def __enter__(self) -> RunHeartbeat:
+        if self.enabled:
+            self.start_beating()
+        return self
+
+    def quiet_line(self) -> None:
+        print_line(f"{self.label}: {self.activity}, elapsed "
+                   f"{format_duration(time.monotonic() - self.start)} (still running)")
+
+
+class PlainProgress(_Heartbeat):
     """Counts finished jobs and prints one line each, plus heartbeats while the log is quiet."""
 
     def __init__(self, description: str, total: int, completed: int,
@@ -108,23 +127,15 @@ class PlainProgress:
         self.description, self.total = description, total
         self.done = completed
         self.resumed = completed  # finished before this process started: not in the rate
-        self.heartbeat = heartbeat if heartbeat is not None else heartbeat_seconds()
-        self.start = time.monotonic()
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="gliotl-heartbeat", daemon=True)
+        super().__init__(heartbeat if heartbeat is not None else heartbeat_seconds(),
+                         "gliotl-heartbeat")
 
     def __enter__(self) -> PlainProgress:
         if self.done < self.total:
             self._say(f"{self.description}: {self.done}/{self.total} jobs done, starting")
-            self._thread.start()
+            self.start_beating()
         return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
 
     def _say(self, text: str) -> None:
         with self._lock:
@@ -145,10 +156,8 @@ class PlainProgress:
         self.done += 1
         self._say(self.status())
 
-    def _beat(self) -> None:
-        while not self._stop.wait(min(1.0, self.heartbeat / 2)):
-            if silent_for() >= self.heartbeat:
-                self._say(self.status() + " (still running)")
+    def quiet_line(self) -> None:
+        self._say(self.status() + " (still running)")
 
 
 class BarProgress:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,11 +20,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from gliotl.core.io import write_bytes, write_text
+from gliotl.core.io import write_bytes, write_json, write_text
 
 FIGURES_FOLDER = "figures"
 """Where ``Report.write`` puts each figure's SVG and PDF, beside the HTML page."""
 FIGURE_FORMATS = ("svg", "pdf")
+# What Report.write names its figure files: running number, the label's words, a format.
+_FIGURE_FILE = re.compile(r"\d{2,}-[a-z0-9-]+\.(?:" + "|".join(FIGURE_FORMATS) + ")")
 # No creation dates in the vector files: the same run gives the same bytes.
 _VECTOR_METADATA = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}
 
@@ -180,14 +183,41 @@ class Report:
 
     def write(self, path: str | Path) -> Path:
         """The page, and each figure's SVG and PDF in ``figures/`` beside it (figures first, so
-        a page never names files that are not there)."""
-        folder = Path(path).parent / FIGURES_FOLDER
-        if self._figures:
+        a page never names files that are not there).
+
+        ``figures/<page>.files.json`` lists what this page wrote there; rewriting the page
+        removes the files its earlier version listed and this one no longer has (a rerun with
+        fewer figures leaves none behind). Nothing that list does not name is ever removed.
+        """
+        path = Path(path)
+        folder = path.parent / FIGURES_FOLDER
+        listing = folder / f"{path.stem}.files.json"
+        earlier = _listed_files(listing)
+        names = [Path(name).name for name in self.figure_files]
+        if self._figures or earlier:
             folder.mkdir(parents=True, exist_ok=True)
         for stem, vectors in self._figures.items():
             for fmt, data in vectors.items():
                 write_bytes(folder / f"{stem}.{fmt}", data)
-        return write_text(path, self.html())
+        if self._figures or earlier:
+            write_json(listing, names)
+        written = write_text(path, self.html())
+        for name in sorted(set(earlier) - set(names)):
+            (folder / name).unlink(missing_ok=True)
+        return written
+
+
+def _listed_files(listing: Path) -> list[str]:
+    """The plain file names an earlier page listed (anything else in the list is ignored)."""
+    if not listing.is_file():
+        return []
+    try:
+        names = json.loads(listing.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(names, list):
+        return []
+    return [name for name in names if isinstance(name, str) and _FIGURE_FILE.fullmatch(name)]
 
 
 def _plain(obj: Any) -> Any:

@@ -38,13 +38,19 @@ JobFn = Callable[..., dict[str, Any]]
 
 @dataclass(frozen=True)
 class Job:
-    """One independent unit of work. ``fn`` must be importable (picklable) by worker processes."""
+    """One independent unit of work. ``fn`` must be importable (picklable) by worker processes.
+
+    ``outputs``: files the job leaves in its folder for later steps to read (a model). A job
+    whose ``result.json`` exists but one of them is gone counts as unfinished and is rerun on
+    resume, rather than failing the step that reads it.
+    """
 
     job_id: str
     fn: JobFn
     kwargs: dict[str, Any] = field(default_factory=dict)
     cpus: float = 1.0
     gpus: float = 0.0
+    outputs: tuple[str, ...] = ()
 
 
 @dataclass
@@ -354,7 +360,8 @@ def run_jobs(
         raise ValueError("job ids must be unique")
     executor = executor or LocalExecutor()
     results = {
-        j.job_id: load_job_result(run.job_dir(j.job_id)) for j in jobs if run.job_done(j.job_id)
+        j.job_id: load_job_result(run.job_dir(j.job_id))
+        for j in jobs if run.job_done(j.job_id, j.outputs)
     }
     todo = [job for job in jobs if job.job_id not in results]
     failures: list[JobFailure] = []

@@ -21,6 +21,7 @@ import platform
 import shutil
 import socket
 import subprocess
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -297,8 +298,11 @@ class RunDir:
             raise GliotlError(f"{self.path}: job id {job_id!r} is not a plain folder name")
         return self.jobs_dir / job_id
 
-    def job_done(self, job_id: str) -> bool:
-        return (self.job_dir(job_id) / "result.json").is_file()
+    def job_done(self, job_id: str, outputs: Sequence[str] = ()) -> bool:
+        """Whether the job finished (its ``result.json``, written last) and every file it
+        leaves for later steps (``outputs``) is still there."""
+        folder = self.job_dir(job_id)
+        return all((folder / name).is_file() for name in ("result.json", *outputs))
 
     # -- manifest ---------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:

@@ -122,8 +122,10 @@ def _member_mismatch(first: BatchMember, member: BatchMember) -> str | None:
     return None
 
 
-def _chunk_size(net: DrugResponseNet, rules: Sequence[LayerTraining], train: TrainConfig,
-                chunk_bytes: int) -> int:
+def members_per_chunk(net: DrugResponseNet, rules: Sequence[LayerTraining], train: TrainConfig,
+                      chunk_bytes: int) -> int:
+    """How many models like ``net`` one stacked chunk of ``chunk_bytes`` holds: each needs its
+    weights, gradient and both Adam moments, plus an anchor and a best copy when used."""
     n_params = sum(p.numel() for p in net.parameters())
     copies = 4 + (1 if any(r.anchor is not None for r in rules) else 0)
     copies += 1 if train.patience is not None else 0
@@ -153,7 +155,7 @@ def train_networks(
     if not stacking_chosen(train, members[0].X.device) or batch_refusal(members, train) is not None:
         return [train_network(m.net, m.X, m.y, train, m.rules, seed=m.seed) for m in members]
     budget = chunk_budget(members[0].X.device) if chunk_bytes is None else chunk_bytes
-    size = _chunk_size(members[0].net, members[0].rules, train, budget)
+    size = members_per_chunk(members[0].net, members[0].rules, train, budget)
     results: list[TrainResult] = []
     for begin in range(0, len(members), size):
         results.extend(_StackedFit(members[begin: begin + size], train).run())
@@ -460,4 +462,5 @@ def _activation(name: str, z: torch.Tensor) -> torch.Tensor:
     return _ACTIVATIONS[name](z)
 
 
-__all__ = ["BatchMember", "batch_refusal", "chunk_budget", "stacking_chosen", "train_networks"]
+__all__ = ["BatchMember", "batch_refusal", "chunk_budget", "members_per_chunk", "stacking_chosen",
+           "train_networks"]

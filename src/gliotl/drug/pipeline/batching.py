@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -126,14 +127,14 @@ def fold_batch_job(job_dir: Path, requests: list[FoldRequest],
     return {"members": member_ids, "trained": len(todo)}
 
 
-def batch_jobs(jobs: list[Job], done: Any) -> list[Job]:
+def batch_jobs(jobs: list[Job], done: Callable[[Job], bool]) -> list[Job]:
     """One batch job per method for the pending, stackable fold jobs among ``jobs``
-    (``done(job_id)`` says whether a job has finished)."""
+    (``done(job)`` says whether a job has finished)."""
     from gliotl.drug.pipeline.experiment import fold_job
 
     groups: dict[str, list[Job]] = {}
     for job in jobs:
-        if job.fn is not fold_job or done(job.job_id):
+        if job.fn is not fold_job or done(job):
             continue
         request = job.kwargs["request"]
         if _fine_tuner(request) is None:
@@ -153,7 +154,7 @@ def batch_jobs(jobs: list[Job], done: Any) -> list[Job]:
 
 def run_fold_stage(exp: Experiment, jobs: list[Job], description: str) -> JobsOutcome:
     """Run a stage of fold jobs, its network methods' pending folds first as batch jobs."""
-    batches = batch_jobs(jobs, exp.run.job_done)
+    batches = batch_jobs(jobs, lambda job: exp.run.job_done(job.job_id, job.outputs))
     if batches:
         exp.stage(batches, f"{description} (stacked networks)")
     return exp.stage(jobs, description)

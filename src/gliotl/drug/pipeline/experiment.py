@@ -378,7 +378,7 @@ def _predictions(outcome: JobsOutcome) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _chain_transfer(config: ExperimentConfig, chain: list[str]) -> Any:
+def chain_transfer(config: ExperimentConfig, chain: list[str]) -> Any:
     """Upstream links use the transfer policy of the first network method whose chain starts
     with them (the paper's by default)."""
     plain = [c.split("@")[0] for c in chain]
@@ -405,8 +405,9 @@ def _train_chains(eng: Engine, chains: list[list[str]]) -> tuple[dict[str, str],
             jobs.append(Job(job_id, upstream_job, {"request": UpstreamRequest(
                 step, prefix, networks.get(">".join(prefix[:-1])) if length > 1 else None,
                 eng.config.network, eng.config.train.preset(step.config.train),
-                _chain_transfer(eng.config, prefix) if length > 1 else None,
-                derive_seed(eng.config.seed, "upstream", key))}))
+                chain_transfer(eng.config, prefix) if length > 1 else None,
+                derive_seed(eng.config.seed, "upstream", key))},
+                outputs=("model.pt", "preprocess.json")))
             networks[key] = str(eng.exp.run.job_dir(job_id) / "model.pt")
         results.update(eng.exp.stage(jobs, f"upstream models ({length})").results)
     return networks, results
@@ -476,7 +477,7 @@ def source_cv(eng: Engine, extra: dict[str, Any]) -> None:
 def _linear_job(eng: Engine, method: MethodConfig) -> Job:
     key = eng.resolve(method.steps()[0])
     return Job("linear-" + key.replace("@", "_"), source_linear_job, {"request": LinearRequest(
-        eng.step(key), derive_seed(eng.config.seed, "linear", key))})
+        eng.step(key), derive_seed(eng.config.seed, "linear", key))}, outputs=("linear.npz",))
 
 
 def _multitask_job(eng: Engine, method: Any) -> Job:
@@ -485,7 +486,7 @@ def _multitask_job(eng: Engine, method: Any) -> Job:
     return Job(f"multitask-{method.name}", multitask_job, {"request": MultitaskRequest(
         step, eng.config.datasets[step.config.dataset], list(method.drugs), eng.config.network,
         eng.config.train.preset("pretrain"),
-        derive_seed(eng.config.seed, "multitask", method.name))})
+        derive_seed(eng.config.seed, "multitask", method.name))}, outputs=("model.pt",))
 
 
 _SOURCE_JOBS = {Needs.SOURCE_LINEAR: (_linear_job, "linear.npz"),
@@ -588,7 +589,7 @@ def final_models(eng: Engine, artefacts: dict[str, str]) -> None:
     methods = [m for m in config.methods if method_kind(m.kind).saves_final]
     jobs = [Job(f"final-{m.name}", fold_job, {"request": FoldRequest(
         step, m, replace(context, seed=derive_seed(config.seed, "final", m.name)), -1, -1, ids,
-        ids, save_model=True)}) for m in methods]
+        ids, save_model=True)}, outputs=("model.pt", "preprocess.json")) for m in methods]
     eng.exp.stage(jobs, "final models")
     for method, job in zip(methods, jobs, strict=True):
         job_dir = eng.exp.run.job_dir(job.job_id)

@@ -176,7 +176,8 @@ def _weights(config: MGMTExperimentConfig, experiment: Experiment
     request = PretrainRequest(config, str(run.path / "pretrain_cohort"),
                               derive_seed(config.seed, "pretrain"))
     job = Job("pretrain", pretrain_job, dict(request=request),
-              cpus=config.training.cpus_per_job, gpus=job_gpus(config))
+              cpus=config.training.cpus_per_job, gpus=job_gpus(config),
+              outputs=(PRETRAINED_FILE,))
     outcome = experiment.stage([job], "segmentation pretraining")
     target = run.checkpoints / PRETRAINED_FILE
     if not target.is_file():
@@ -208,7 +209,7 @@ def fold_jobs(config: MGMTExperimentConfig, run: RunDir, splits: pd.DataFrame,
                     seed=derive_seed(config.seed, method, unit, fold.fold))
                 jobs.append(Job(job_id(method, unit, fold.fold), fold_job,
                                 dict(request=request), cpus=config.training.cpus_per_job,
-                                gpus=job_gpus(config)))
+                                gpus=job_gpus(config), outputs=("model.pt",)))
     return jobs
 
 
