@@ -177,7 +177,7 @@ def predict_proba(model: nn.Module, dataset: Any, device: torch.device, batch_si
     was_training = model.training
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                        num_workers=0 if _on_gpu(dataset) else num_workers)
+                        **_loading(dataset, num_workers, device))
     out = []
     for x, _ in loader:
         if training is None:
@@ -244,16 +244,18 @@ def _epoch_loader(train_set: Any, labels: np.ndarray, training: TrainingConfig, 
         # A batch of one breaks train-mode BatchNorm wherever features are 1x1x1 (the
         # policy network on small volumes); the dropped item changes with each epoch.
         order = order[:-1]
-    on_gpu = _on_gpu(train_set)
     return DataLoader(Subset(train_set, order.tolist()), batch_size=training.batch_size,
-                      shuffle=False, num_workers=0 if on_gpu else training.num_workers,
-                      generator=loop.generator,
-                      pin_memory=loop.device.type == "cuda" and not on_gpu)
+                      shuffle=False, generator=loop.generator,
+                      **_loading(train_set, training.num_workers, loop.device, pin=True))
 
 
-def _on_gpu(dataset: Any) -> bool:
-    """Items already on a GPU (a resident cohort): no loader workers, no pinned copies."""
-    return bool(getattr(dataset, "resident_on_cuda", False))
+def _loading(dataset: Any, num_workers: int, device: Any, pin: bool = False) -> dict[str, Any]:
+    """Loader workers and pinned memory for ``dataset`` on ``device``: none of either when its
+    items are already on a GPU (a resident cohort); pinned host memory (``pin``) only for a
+    GPU fed from the host."""
+    on_gpu = bool(getattr(dataset, "resident_on_cuda", False))
+    return {"num_workers": 0 if on_gpu else num_workers,
+            "pin_memory": pin and device.type == "cuda" and not on_gpu}
 
 
 def _train_epoch(model: nn.Module, loader: Any, loop: _Loop) -> tuple[float, int]:
