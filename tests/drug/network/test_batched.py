@@ -17,6 +17,7 @@ from gliotl.drug.network.batched import (
     BatchMember,
     batch_refusal,
     chunk_budget,
+    hashed_keep_mask,
     stacking_chosen,
     train_networks,
 )
@@ -142,3 +143,41 @@ def test_auto_stacks_on_cuda_only_and_never_falls_back_to_the_sequential_fits():
         with torch.no_grad():
             for member, (net, _) in zip(members, expected, strict=True):
                 assert torch.equal(member.net(X), net(X))
+
+
+def test_hashed_dropout_masks_are_each_members_own_whatever_shares_the_chunk():
+    keys = torch.tensor([3, 2**62 - 7, 11, 12], dtype=torch.int64)
+    steps = torch.tensor([0, 5, 5, 9], dtype=torch.int64)
+    mask = hashed_keep_mask(keys, steps, layer=0, rows=29, units=500, keep=0.7)
+    assert mask.shape == (4, 29, 500)
+    assert torch.unique(mask).tolist() == [0.0, pytest.approx(1 / 0.7)]
+    kept = (mask > 0).float().mean(dim=(1, 2))
+    assert float((kept - 0.7).abs().max()) < 0.01  # 14,500 draws a member
+    # a member's masks depend on its key and step alone, not on the chunk around it
+    assert torch.equal(hashed_keep_mask(keys[1:3], steps[1:3], 0, 29, 500, 0.7), mask[1:3])
+    assert torch.equal(hashed_keep_mask(keys, steps, 0, 29, 500, 0.7), mask)
+    for other in (hashed_keep_mask(keys, steps + 1, 0, 29, 500, 0.7),
+                  hashed_keep_mask(keys, steps, 1, 29, 500, 0.7)):
+        agree = float(((other > 0) == (mask > 0)).float().mean())
+        assert 0.5 < agree < 0.65  # independent draws agree on 0.7^2 + 0.3^2 = 0.58
+    # neighbouring rows and units are not correlated
+    flat = (mask[0] > 0).float()
+    assert abs(float((flat[:, 1:] * flat[:, :-1]).mean()) - 0.49) < 0.02
+
+
+def test_stacked_fits_with_hashed_dropout_do_not_depend_on_the_chunking(monkeypatch):
+    import gliotl.drug.network.batched as batched
+
+    monkeypatch.setattr(batched, "HASHED_DROPOUT_DEVICES", frozenset({"cpu"}))  # as on CUDA
+    members = _members("paper", [29, 28, 45])
+    train = TrainConfig(lr=1e-2, epochs=8, batch_size=32, stacking="always")
+    whole, one_by_one, drawn = (copy.deepcopy(members) for _ in range(3))
+    train_networks(whole, train)
+    train_networks(one_by_one, train, chunk_bytes=1)
+    monkeypatch.setattr(batched, "HASHED_DROPOUT_DEVICES", frozenset())
+    train_networks(drawn, train)  # each member's own generator, as its sequential fit
+    X, _ = _data()
+    with torch.no_grad():
+        for a, b, c in zip(whole, one_by_one, drawn, strict=True):
+            assert float((a.net(X) - b.net(X)).abs().max()) <= TOLERANCE
+            assert float((a.net(X) - c.net(X)).abs().max()) > 100 * TOLERANCE  # other masks

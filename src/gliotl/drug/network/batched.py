@@ -9,15 +9,20 @@ slower than sequential fits), and Adam is PyTorch's own fused kernel applied to 
 slices, so every model keeps its own moments and step count.
 
 Each model replays exactly the random stream of :func:`gliotl.drug.network.model.train_network`
-with its seed: the validation carve-out, the per-epoch shuffles and the dropout masks (drawn per
-model from a generator seeded as the sequential fit seeds the global one). Folds of unequal size
-are padded and masked: a padded row adds nothing to any loss or gradient, and a model with fewer
-mini-batches in an epoch (or one stopped early) takes no optimiser step while the others do.
-Predictions therefore equal the sequential fits' within float32 rounding (GEMM summation
-order); ``tests/drug/network/test_batched.py`` states and checks the tolerance. On CUDA the
-dropout masks come from per-model CUDA generators, so they differ from a sequential CUDA fit's
-(reproducible, not identical); the epoch loop makes no host synchronisation unless early
-stopping needs the validation losses.
+with its seed: the validation carve-out, the per-epoch shuffles and, on CPU, the dropout masks
+(drawn per model from a generator seeded as the sequential fit seeds the global one). Folds of
+unequal size are padded and masked: a padded row adds nothing to any loss or gradient, and a
+model with fewer mini-batches in an epoch (or one stopped early) takes no optimiser step while
+the others do. Predictions therefore equal the sequential fits' within float32 rounding (GEMM
+summation order); ``tests/drug/network/test_batched.py`` states and checks the tolerance.
+
+The loop makes no host synchronisation inside an epoch: every model's rows sit padded on the
+device, an epoch's orders and row counts are built on the host and sent in one copy, and a step
+gathers all batches with one indexing kernel. On CUDA the dropout masks are one hashed draw for
+the chunk (:func:`hashed_keep_mask`: a function of each model's own seed and step count, so
+reproducible and independent of the chunking, but not a sequential CUDA fit's masks), so a
+step's kernel count does not grow with the number of models (Adam's multi-tensor launches
+aside). Early stopping reads all validation losses from one stacked forward pass.
 
 Whether to stack is ``TrainConfig.stacking`` (:func:`stacking_chosen`: by default on CUDA only,
 measured slower than sequential fits on CPU). What cannot be stacked runs sequentially, and
@@ -166,12 +171,11 @@ def train_networks(
 class _MemberStream:
     """One member's rows and random streams, drawn in the order ``train_network`` draws them."""
 
-    X: torch.Tensor
-    y: torch.Tensor
-    val_X: torch.Tensor | None
-    val_y: torch.Tensor | None
+    rows: torch.Tensor  # the member's training rows (indices into its X)
+    val_rows: torch.Tensor | None
     shuffle: torch.Generator
     dropout: torch.Generator
+    dropout_key: int  # the seed of the member's dropout stream, for the hashed masks
     stopper_best: float = math.inf
     waited: int = 0
     stopped: bool = False
@@ -181,14 +185,63 @@ class _MemberStream:
     def open(cls, member: BatchMember, train: TrainConfig) -> _MemberStream:
         gen = torch.Generator(device="cpu").manual_seed(member.seed)
         train_idx, val_idx = split_validation(member.X.shape[0], train, gen)
-        device = member.X.device
         torch_seed = int(torch.randint(0, 2**62, (1,), generator=gen))
-        dropout = torch.Generator(device=device).manual_seed(torch_seed)
-        rows = train_idx.to(device)
-        val = val_idx.to(device) if val_idx is not None else None
-        return cls(member.X[rows], member.y[rows],
-                   member.X[val] if val is not None else None,
-                   member.y[val] if val is not None else None, gen, dropout)
+        dropout = torch.Generator(device=member.X.device).manual_seed(torch_seed)
+        return cls(train_idx, val_idx, gen, dropout, torch_seed)
+
+    @property
+    def n(self) -> int:
+        return int(self.rows.shape[0])
+
+
+def _padded_rows(members: Sequence[BatchMember], rows: Sequence[torch.Tensor | None],
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Each member's chosen rows of X and y, zero-padded to the longest: [K, n, genes], [K, n]
+    and the lengths."""
+    lengths = [0 if r is None else int(r.shape[0]) for r in rows]
+    width = max(lengths, default=0)
+    genes = members[0].X.shape[1]
+    X = torch.zeros(len(members), width, genes, device=device)
+    y = torch.zeros(len(members), width, device=device)
+    for k, (member, idx) in enumerate(zip(members, rows, strict=True)):
+        if idx is not None and lengths[k]:
+            idx = idx.to(device)
+            X[k, : lengths[k]] = member.X[idx]
+            y[k, : lengths[k]] = member.y[idx]
+    return X, y, lengths
+
+
+#: Devices on which each step's dropout masks are one hashed draw for the whole chunk rather
+#: than a draw per member from its own generator (exactly the sequential fit's masks on CPU).
+HASHED_DROPOUT_DEVICES = frozenset({"cuda"})
+
+_MASK63 = (1 << 63) - 1
+
+
+def _mix(x: torch.Tensor) -> torch.Tensor:
+    """SplitMix64's finaliser on int64 tensors (two's-complement wrap-around, logical shifts)."""
+    def shift(v: torch.Tensor, bits: int) -> torch.Tensor:
+        return (v >> bits) & ((1 << (64 - bits)) - 1)
+
+    x = x ^ shift(x, 30)
+    x = x * -4658895280553007687  # 0xBF58476D1CE4E5B9 as a signed 64-bit integer
+    x = x ^ shift(x, 27)
+    x = x * -7723592293110705685  # 0x94D049BB133111EB
+    return x ^ shift(x, 31)
+
+
+def hashed_keep_mask(keys: torch.Tensor, steps: torch.Tensor, layer: int, rows: int,
+                     units: int, keep: float) -> torch.Tensor:
+    """Inverted-dropout masks [K, rows, units] (0 or 1/keep), each member's a function of its
+    own key and step count alone (a counter-based hash), so one pass draws them for every
+    member and they do not depend on which other members share the chunk."""
+    device = keys.device
+    cell = (torch.arange(rows, device=device).view(1, rows, 1) * units
+            + torch.arange(units, device=device).view(1, 1, units))
+    stream = _mix(keys * 4 + layer) ^ _mix(steps + 0x632BE59BD9B4E019)
+    bits = _mix(stream.view(-1, 1, 1) + cell * -7046029254386353131)  # 0x9E3779B97F4A7C15
+    uniform = ((bits >> 40) & ((1 << 24) - 1)).to(torch.float32) * (1.0 / (1 << 24))
+    return (uniform < keep).to(torch.float32).div_(keep)
 
 
 @dataclass
@@ -223,6 +276,15 @@ class _StackedFit:
         self.anchors = self._anchors()
         self._init_adam()
         self.streams = [_MemberStream.open(m, train) for m in self.members]
+        self.X_rows, self.y_rows, _ = _padded_rows(
+            self.members, [s.rows for s in self.streams], self.device)
+        self.X_val, self.y_val, self.n_val = _padded_rows(
+            self.members, [s.val_rows for s in self.streams], self.device)
+        self.member_index = torch.arange(self.K, device=self.device).view(-1, 1)
+        self.hashed_dropout = self.device.type in HASHED_DROPOUT_DEVICES
+        self.dropout_keys = torch.tensor([s.dropout_key for s in self.streams],
+                                         dtype=torch.int64, device=self.device)
+        self.member_steps = torch.zeros(self.K, dtype=torch.int64, device=self.device)
         self.best: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         if train.patience is not None:
             self.best = [(w.clone(), b.clone()) for w, b in zip(self.W, self.b, strict=True)]
@@ -258,6 +320,7 @@ class _StackedFit:
         self.gb = [torch.zeros_like(b) if not r.frozen else b[:0]
                    for b, r in zip(self.b, self.rules, strict=True)]
         self.moments: dict[int, list[torch.Tensor]] = {}
+        self._slices: dict[int, list[list[list[torch.Tensor]]]] = {}
         self.steps: dict[int, list[torch.Tensor]] = {}
         self.groups: dict[int, tuple[float, float, float]] = {}
         first_l2 = self.net0.config.l2_weight_first
@@ -274,26 +337,10 @@ class _StackedFit:
                                   self.train.weight_decay)
 
     # -- one step ----------------------------------------------------------------------------
-    def _gather(self, batches: list[torch.Tensor | None]) -> tuple[torch.Tensor, ...]:
-        """The step's rows, padded to the largest batch: X, y, row weights 1/b_k (0: padding)."""
-        width = max(int(idx.shape[0]) for idx in batches if idx is not None)
-        genes = self.W[0].shape[1]
-        X = torch.zeros(self.K, width, genes, device=self.device)
-        y = torch.zeros(self.K, width, device=self.device)
-        weight = torch.zeros(self.K, width, device=self.device)
-        for k, idx in enumerate(batches):
-            if idx is None:
-                continue
-            n = int(idx.shape[0])
-            torch.index_select(self.streams[k].X, 0, idx, out=X[k, :n])
-            torch.index_select(self.streams[k].y, 0, idx, out=y[k, :n])
-            weight[k, :n] = 1.0 / n
-        return X, y, weight
-
-    def _forward(self, X: torch.Tensor, batches: list[torch.Tensor | None], training: bool
-                 ) -> _Activations:
+    def _forward(self, X: torch.Tensor, counts: list[int]) -> _Activations:
         """Inputs of every layer, pre-activations, activations before dropout and the dropout
-        masks (each K x rows x units)."""
+        masks (each K x rows x units) of a training step whose member ``k`` has ``counts[k]``
+        real rows."""
         out = _Activations([X], [], [], [])
         h = X
         for index in range(self.n_layers):
@@ -303,12 +350,8 @@ class _StackedFit:
             out.a.append(a)
             mask = None
             rate = self.dropout[index]
-            if training and rate > 0.0:
-                mask = torch.zeros_like(a)
-                for k, idx in enumerate(batches):
-                    if idx is not None:
-                        gen = self.streams[k].dropout
-                        mask[k, : idx.shape[0]].bernoulli_(1 - rate, generator=gen).div_(1 - rate)
+            if rate > 0.0:
+                mask = self._dropout_mask(a, index, counts, 1.0 - rate)
                 h = a * mask
             else:
                 h = a
@@ -316,11 +359,30 @@ class _StackedFit:
             out.inputs.append(h)
         return out
 
-    def _step(self, batches: list[torch.Tensor | None]) -> torch.Tensor:
-        """One optimiser step for every member with a batch; returns each member's summed
-        loss over the batch's rows (loss x rows, as ``train_network`` accumulates it)."""
-        X, y, weight = self._gather(batches)
-        fwd = self._forward(X, batches, training=True)
+    def _dropout_mask(self, a: torch.Tensor, layer: int, counts: list[int], keep: float
+                      ) -> torch.Tensor:
+        """On CPU each member's rows from its own generator, exactly as its sequential fit
+        draws them; on a GPU one hashed draw for the chunk (:func:`hashed_keep_mask`)."""
+        if self.hashed_dropout:
+            return hashed_keep_mask(self.dropout_keys, self.member_steps, layer, a.shape[1],
+                                    a.shape[2], keep)
+        mask = torch.zeros_like(a)
+        for k, n in enumerate(counts):
+            if n:
+                mask[k, :n].bernoulli_(keep, generator=self.streams[k].dropout).div_(keep)
+        return mask
+
+    def _step(self, idx: torch.Tensor, counts: list[int], inverse: torch.Tensor,
+              rows: torch.Tensor) -> torch.Tensor:
+        """One optimiser step for every member with rows in this step (``counts[k]`` of them,
+        at positions ``idx[k]`` of its own rows; ``inverse``: 1 / count, 0 without rows);
+        returns each member's summed loss over its rows (loss x rows, as ``train_network``
+        accumulates it)."""
+        X = self.X_rows[self.member_index, idx]
+        y = self.y_rows[self.member_index, idx]
+        valid = torch.arange(idx.shape[1], device=self.device).view(1, -1) < rows.view(-1, 1)
+        weight = valid * inverse.view(-1, 1)
+        fwd = self._forward(X, counts)
         diff = fwd.a[-1].squeeze(-1) - y
         loss = (diff.pow(2) * weight).sum(1)
         if self.l1:
@@ -338,9 +400,9 @@ class _StackedFit:
                 torch.sum(dz, dim=1, out=self.gb[index])
             if index > self.lowest:
                 grad = torch.bmm(dz, self.W[index].transpose(1, 2))
-        self._update([k for k, idx in enumerate(batches) if idx is not None])
-        rows = torch.tensor([0 if idx is None else idx.shape[0] for idx in batches],
-                            dtype=torch.float32).to(self.device)
+        active = [k for k, n in enumerate(counts) if n]
+        self._update(active)
+        self.member_steps += (rows > 0).to(torch.int64)
         return loss.detach() * rows
 
     @torch.no_grad()
@@ -349,56 +411,69 @@ class _StackedFit:
             if anchor is not None:
                 self.gW[index].add_(self.W[index] - anchor[0], alpha=anchor[2])
                 self.gb[index].add_(self.b[index] - anchor[1], alpha=anchor[2])
+        everyone = len(active) == self.K
         for index, (lr, wd_weight, wd_bias) in self.groups.items():
-            m_w, v_w, m_b, v_b = self.moments[index]
-            steps = self.steps[index]
-            for params, grads, m, v, wd, offset in (
-                (self.W[index], self.gW[index], m_w, v_w, wd_weight, 0),
-                (self.b[index], self.gb[index], m_b, v_b, wd_bias, self.K),
-            ):
-                own_steps = [steps[offset + k] for k in active]
-                torch._foreach_add_(own_steps, 1)
+            for slices, wd in zip(self._adam_slices(index), (wd_weight, wd_bias), strict=True):
+                params, grads, m, v, steps = (slices if everyone else
+                                              [[part[k] for k in active] for part in slices])
+                torch._foreach_add_(steps, 1)
                 torch._fused_adam_(
-                    [params[k] for k in active], [grads[k] for k in active],
-                    [m[k] for k in active], [v[k] for k in active], [], own_steps,
+                    params, grads, m, v, [], steps,
                     lr=lr, beta1=0.9, beta2=0.999, weight_decay=wd, eps=1e-7,
                     amsgrad=False, maximize=False, grad_scale=None, found_inf=None,
                 )
 
+    def _adam_slices(self, index: int) -> list[list[list[torch.Tensor]]]:
+        """Layer ``index``'s per-member views (weights, gradients, both moments, step counts),
+        for the weights and for the biases: made once, since they stay valid in place."""
+        if index not in self._slices:
+            m_w, v_w, m_b, v_b = self.moments[index]
+            steps = self.steps[index]
+            self._slices[index] = [
+                [list(self.W[index].unbind(0)), list(self.gW[index].unbind(0)),
+                 list(m_w.unbind(0)), list(v_w.unbind(0)), steps[: self.K]],
+                [list(self.b[index].unbind(0)), list(self.gb[index].unbind(0)),
+                 list(m_b.unbind(0)), list(v_b.unbind(0)), steps[self.K:]],
+            ]
+        return self._slices[index]
+
     # -- epochs ------------------------------------------------------------------------------
     def _epoch(self) -> torch.Tensor:
-        """One pass of every running member over its rows in its own shuffled order."""
-        orders: list[torch.Tensor | None] = []
-        for stream in self.streams:
-            if stream.stopped:
-                orders.append(None)
-                continue
-            n = stream.X.shape[0]
-            orders.append(torch.randperm(n, generator=stream.shuffle).to(self.device))
+        """One pass of every running member over its rows in its own shuffled order. The
+        orders, row counts and 1/count of every step are made on the host and sent in one
+        copy, so the steps themselves make no host synchronisation."""
+        lengths = [0 if s.stopped else s.n for s in self.streams]
+        order = torch.zeros(self.K, max(1, self.X_rows.shape[1]), dtype=torch.int64)
+        for k, stream in enumerate(self.streams):
+            if lengths[k]:
+                order[k, : lengths[k]] = torch.randperm(lengths[k], generator=stream.shuffle)
         size = self.train.batch_size
-        n_steps = max((math.ceil(o.shape[0] / size) for o in orders if o is not None), default=0)
+        n_steps = max((math.ceil(n / size) for n in lengths if n), default=0)
+        counts = [[max(0, min(size, n - step * size)) for n in lengths]
+                  for step in range(n_steps)]
+        inverse = torch.tensor([[1.0 / c if c else 0.0 for c in row] for row in counts],
+                               dtype=torch.float32).view(n_steps, self.K)
+        rows = torch.tensor(counts, dtype=torch.float32).view(n_steps, self.K)
+        order, inverse, rows = (_to_device(t, self.device) for t in (order, inverse, rows))
         total = torch.zeros(self.K, device=self.device)
         for step in range(n_steps):
             begin = step * size
-            batches = [o[begin: begin + size] if o is not None and begin < o.shape[0] else None
-                       for o in orders]
-            total += self._step(batches)
+            idx = order[:, begin: begin + max(counts[step])]
+            total += self._step(idx, counts[step], inverse[step], rows[step])
         return total
 
     @torch.no_grad()
     def _validation_losses(self) -> list[float]:
-        losses = []
-        for k, stream in enumerate(self.streams):
-            if stream.val_X is None or stream.val_y is None:
-                losses.append(math.nan)
-                continue
-            h = stream.val_X.unsqueeze(0)
-            for index in range(self.n_layers):
-                z = torch.baddbmm(self.b[index][k: k + 1].unsqueeze(1), h,
-                                  self.W[index][k: k + 1])
-                h = _activation(self.acts[index], z)
-            losses.append(float(torch.mean((h[0, :, 0] - stream.val_y) ** 2)))
-        return losses
+        """Every member's validation MSE, from one stacked forward pass (one host copy)."""
+        h = self.X_val
+        for index in range(self.n_layers):
+            h = _activation(self.acts[index],
+                            torch.baddbmm(self.b[index].unsqueeze(1), h, self.W[index]))
+        n_val = torch.tensor(self.n_val, dtype=torch.float32, device=self.device)
+        valid = torch.arange(h.shape[1], device=self.device).view(1, -1) < n_val.view(-1, 1)
+        squared = torch.where(valid, (h[..., 0] - self.y_val) ** 2, 0.0)
+        losses = (squared.sum(1) / n_val.clamp_min(1)).tolist()
+        return [loss if n else math.nan for loss, n in zip(losses, self.n_val, strict=True)]
 
     def _early_stopping(self, epoch: int) -> None:
         assert self.best is not None and self.train.patience is not None
@@ -426,7 +501,7 @@ class _StackedFit:
             running.append([not s.stopped for s in self.streams])
             history.append(self._epoch())
             for stream, ran in zip(self.streams, running[-1], strict=True):
-                stream.result.samples_seen += stream.X.shape[0] if ran else 0
+                stream.result.samples_seen += stream.n if ran else 0
             if self.best is not None:
                 self._early_stopping(epoch)
         self._write_back(history, running)
@@ -442,7 +517,7 @@ class _StackedFit:
         """Each member's loss history, and its final (or best) weights into its network."""
         losses = torch.stack(history).cpu().tolist() if history else []
         for k, (member, stream) in enumerate(zip(self.members, self.streams, strict=True)):
-            n = stream.X.shape[0]
+            n = stream.n
             stream.result.loss_history = [row[k] / n for row, ran in zip(losses, running,
                                                                           strict=True) if ran[k]]
             use_best = self.best is not None and self.best_epoch[k] is not None
@@ -462,5 +537,12 @@ def _activation(name: str, z: torch.Tensor) -> torch.Tensor:
     return _ACTIVATIONS[name](z)
 
 
-__all__ = ["BatchMember", "batch_refusal", "chunk_budget", "members_per_chunk", "stacking_chosen",
-           "train_networks"]
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on ``device``: through pinned memory without waiting, on a GPU."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
+__all__ = ["HASHED_DROPOUT_DEVICES", "BatchMember", "batch_refusal", "chunk_budget",
+           "hashed_keep_mask", "members_per_chunk", "stacking_chosen", "train_networks"]
