@@ -14,7 +14,9 @@ Prints, measured in this one run:
    the copy bandwidth, both measured in this run). Members are built one chunk at a time (thousands
    of the paper's networks do not fit in memory at once), and ``--sequential-fits N`` times only
    the first N sequential fits of each count and scales them, which the output says;
-4. the wall time of the benchmark.
+4. with ``--stack-sizes``, sequential against stacked fits for networks from 2,177 to 6.3 M
+   parameters (:func:`stacking_by_size`): where stacking stops paying on this machine;
+5. the wall time of the benchmark.
 
 Useful FLOPs per training sample (see ``gliotl.drug.network.model.useful_flops_per_sample``):
 forward ``2 * MACs`` of every Dense layer, backward ``2 * MACs`` for each trainable layer's weight
@@ -232,6 +234,59 @@ def stacked_vs_sequential(n_fits: int, samples: int, genes: int, epochs: int,
             "chunk": size}
 
 
+#: (genes, hidden layers) of the networks ``--stack-sizes`` compares, smallest first.
+SIZE_LADDER = ((50, [32, 16]), (1000, [64, 32]), (6163, [64, 32]), (6163, [256, 64]),
+               (6163, [1000, 100]))
+
+
+def stacking_by_size(n_fits: int = 30, epochs: int = 10, samples: int = 29,
+                     device: str = "cpu") -> list[dict[str, Any]]:
+    """Sequential against stacked fits for networks of growing size (:data:`SIZE_LADDER`):
+    where stacking stops paying on this machine. Each size trains ``n_fits`` members with
+    their own rows, initialisation and seed, from identical members in both settings."""
+    from gliotl.drug.network.model import FINETUNE
+
+    rng = np.random.default_rng(0)
+    train = FINETUNE.model_copy(update={"epochs": epochs, "stacking": "always"})
+    rows_out = []
+    cohort = max(43, samples)
+    for genes, hidden in SIZE_LADDER:
+        X = torch.as_tensor(rng.normal(size=(cohort, genes)).astype(np.float32), device=device)
+        y = torch.as_tensor(rng.uniform(0.9, 1.0, cohort).astype(np.float32), device=device)
+        config = NetworkConfig(hidden=hidden, dropout=[0.3] * len(hidden),
+                               activations=["sigmoid"] * len(hidden))
+
+        def members(config: NetworkConfig = config, X: torch.Tensor = X,
+                    y: torch.Tensor = y, genes: int = genes) -> list[BatchMember]:
+            out = []
+            for k in range(n_fits):
+                net = DrugResponseNet(genes, config)
+                net.reset_parameters(torch.Generator().manual_seed(k))
+                rows = torch.as_tensor(np.random.default_rng(k).permutation(cohort)[:samples],
+                                       device=device)
+                out.append(BatchMember(net.to(device), X[rows], y[rows],
+                                       [LayerTraining() for _ in net.layers], seed=k))
+            return out
+
+        sequential = stacked = float("inf")
+        for _ in range(2):  # best of two, each setting from fresh identical members
+            fits = members()
+            start = time.perf_counter()
+            for member in fits:
+                train_network(member.net, member.X, member.y, train, member.rules,
+                              seed=member.seed)
+            sequential = min(sequential, time.perf_counter() - start)
+            fits = members()
+            start = time.perf_counter()
+            train_networks(fits, train)
+            stacked = min(stacked, time.perf_counter() - start)
+        n_params = sum(p.numel() for p in members()[0].net.parameters())
+        rows_out.append({"genes": genes, "hidden": hidden, "parameters": n_params,
+                         "sequential_s": sequential, "stacked_s": stacked,
+                         "ratio": sequential / stacked})
+    return rows_out
+
+
 def roofline_step(genes: int, batch: int, peak: float, bandwidth: float) -> dict[str, float]:
     """Lower bounds of one model's fine-tuning step: its useful FLOPs at the matmul peak, and
     its memory traffic at the copy bandwidth (every parameter read by the forward pass, its
@@ -343,6 +398,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sequential-fits", type=int, default=None,
                         help="time at most this many sequential fits per count and scale "
                              "(default: all)")
+    parser.add_argument("--stack-sizes", action="store_true",
+                        help="also compare stacked and sequential fits across network sizes")
     parser.add_argument("--stack-permutations", type=int, default=200)
     parser.add_argument("--stack-epochs", type=int, default=200)
     parser.add_argument("--stack-samples", type=int, default=29)
@@ -384,6 +441,12 @@ def main(argv: list[str] | None = None) -> None:
                 f"{ideal / kernels:.2f} (the step reaches {kernels / step:.2f} of that cap)"
             )
         _print_stacked(args, peak)
+        if args.stack_sizes:
+            for row in stacking_by_size(device=args.device):
+                print(f"[threads={n_threads}] 30 fits of {row['genes']} genes x "
+                      f"{row['hidden']} ({row['parameters']:,} parameters, 10 epochs): "
+                      f"sequential {row['sequential_s']:.2f} s, stacked {row['stacked_s']:.2f} s "
+                      f"= {row['ratio']:.2f}x")
     if args.case_study is not None:
         case = measure_case_study(args.case_study, best_peak)
         print(f"case study {case['run_dir']}: {case['jobs']} jobs, "
