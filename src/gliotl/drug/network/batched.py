@@ -215,8 +215,6 @@ def _padded_rows(members: Sequence[BatchMember], rows: Sequence[torch.Tensor | N
 #: than a draw per member from its own generator (exactly the sequential fit's masks on CPU).
 HASHED_DROPOUT_DEVICES = frozenset({"cuda"})
 
-_MASK63 = (1 << 63) - 1
-
 
 def _mix(x: torch.Tensor) -> torch.Tensor:
     """SplitMix64's finaliser on int64 tensors (two's-complement wrap-around, logical shifts)."""
@@ -238,7 +236,7 @@ def hashed_keep_mask(keys: torch.Tensor, steps: torch.Tensor, layer: int, rows: 
     device = keys.device
     cell = (torch.arange(rows, device=device).view(1, rows, 1) * units
             + torch.arange(units, device=device).view(1, 1, units))
-    stream = _mix(keys * 4 + layer) ^ _mix(steps + 0x632BE59BD9B4E019)
+    stream = _mix(_mix(_mix(keys) + steps) + layer)  # one stream per model, step and layer
     bits = _mix(stream.view(-1, 1, 1) + cell * -7046029254386353131)  # 0x9E3779B97F4A7C15
     uniform = ((bits >> 40) & ((1 << 24) - 1)).to(torch.float32) * (1.0 / (1 << 24))
     return (uniform < keep).to(torch.float32).div_(keep)
@@ -280,6 +278,8 @@ class _StackedFit:
             self.members, [s.rows for s in self.streams], self.device)
         self.X_val, self.y_val, self.n_val = _padded_rows(
             self.members, [s.val_rows for s in self.streams], self.device)
+        self.val_counts = torch.tensor(self.n_val, dtype=torch.float32,
+                                       device=self.device).view(-1, 1)
         self.member_index = torch.arange(self.K, device=self.device).view(-1, 1)
         self.hashed_dropout = self.device.type in HASHED_DROPOUT_DEVICES
         self.dropout_keys = torch.tensor([s.dropout_key for s in self.streams],
@@ -469,10 +469,9 @@ class _StackedFit:
         for index in range(self.n_layers):
             h = _activation(self.acts[index],
                             torch.baddbmm(self.b[index].unsqueeze(1), h, self.W[index]))
-        n_val = torch.tensor(self.n_val, dtype=torch.float32, device=self.device)
-        valid = torch.arange(h.shape[1], device=self.device).view(1, -1) < n_val.view(-1, 1)
+        valid = torch.arange(h.shape[1], device=self.device).view(1, -1) < self.val_counts
         squared = torch.where(valid, (h[..., 0] - self.y_val) ** 2, 0.0)
-        losses = (squared.sum(1) / n_val.clamp_min(1)).tolist()
+        losses = (squared.sum(1) / self.val_counts[:, 0].clamp_min(1)).tolist()
         return [loss if n else math.nan for loss, n in zip(losses, self.n_val, strict=True)]
 
     def _early_stopping(self, epoch: int) -> None:
