@@ -235,8 +235,10 @@ def stacked_vs_sequential(n_fits: int, samples: int, genes: int, epochs: int,
 
 
 #: (genes, hidden layers) of the networks ``--stack-sizes`` compares, smallest first.
-SIZE_LADDER = ((50, [32, 16]), (1000, [64, 32]), (6163, [64, 32]), (6163, [256, 64]),
-               (6163, [1000, 100]))
+#: The 130 k and 194 k rungs bracket ``CPU_STACKING_MAX_PARAMETERS`` (150 k), the size up to
+#: which ``stacking: auto`` stacks on a CPU.
+SIZE_LADDER = ((50, [32, 16]), (1000, [64, 32]), (2000, [64, 32]), (3000, [64, 32]),
+               (6163, [64, 32]), (6163, [256, 64]), (6163, [1000, 100]))
 
 
 def stacking_by_size(n_fits: int = 30, epochs: int = 10, samples: int = 29,

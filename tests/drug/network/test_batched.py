@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from gliotl.drug.network import batched
 from gliotl.drug.network.batched import (
+    CPU_STACKING_MAX_PARAMETERS,
     DEFAULT_CHUNK_BYTES,
     BatchMember,
     batch_refusal,
@@ -26,6 +28,7 @@ from gliotl.drug.network.model import (
     LayerTraining,
     NetworkConfig,
     TrainConfig,
+    parameter_count,
     train_network,
 )
 from gliotl.drug.network.transfer import apply_policy, parse_policy
@@ -128,14 +131,25 @@ def test_small_chunks_give_the_same_models_and_refused_batches_fall_back():
             assert torch.equal(member.net(X), net(X))  # the sequential path itself
 
 
-def test_auto_stacks_on_cuda_only_and_never_falls_back_to_the_sequential_fits():
+def test_auto_stacks_on_cuda_and_small_cpu_networks_and_never_falls_back_to_sequential_fits(
+        monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    paper = parameter_count(6163, NetworkConfig())
+    assert paper == 6_264_201 and paper == sum(
+        p.numel() for p in DrugResponseNet(6163, NetworkConfig()).parameters())
     assert not stacking_chosen(TrainConfig(), cpu) and stacking_chosen(TrainConfig(), cuda)
-    assert stacking_chosen(TrainConfig(stacking="always"), cpu)
-    assert not stacking_chosen(TrainConfig(stacking="never"), cuda)
+    assert not stacking_chosen(TrainConfig(), cpu, paper)
+    assert stacking_chosen(TrainConfig(), cuda, paper)
+    assert stacking_chosen(TrainConfig(), cpu, CPU_STACKING_MAX_PARAMETERS)
+    assert not stacking_chosen(TrainConfig(), cpu, CPU_STACKING_MAX_PARAMETERS + 1)
+    assert stacking_chosen(TrainConfig(stacking="always"), cpu, paper)
+    assert not stacking_chosen(TrainConfig(stacking="never"), cuda, 100)
     assert chunk_budget(cpu) == DEFAULT_CHUNK_BYTES  # on CUDA: half the free device memory
     X, _ = _data()
-    for stacking in ("auto", "never"):  # on this CPU: the sequential path itself, bitwise
+    # a CPU network above the bound (here: every network) under auto, and any under never:
+    # the sequential path itself, bitwise
+    monkeypatch.setattr(batched, "CPU_STACKING_MAX_PARAMETERS", 0)
+    for stacking in ("auto", "never"):
         members = _members("paper", [29, 30])
         train = TrainConfig(lr=1e-3, epochs=3, stacking=stacking)
         expected = _sequential(members, train)

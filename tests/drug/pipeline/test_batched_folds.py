@@ -9,6 +9,9 @@ import pytest
 
 from gliotl.drug.config import ExperimentConfig
 from gliotl.drug.data.synthetic_chain import write_synthetic_chain
+from gliotl.drug.network import batched
+from gliotl.drug.network.batched import CPU_STACKING_MAX_PARAMETERS
+from gliotl.drug.network.model import parameter_count
 from gliotl.drug.pipeline import batching
 from gliotl.drug.pipeline.experiment import run_drug_experiment
 
@@ -77,11 +80,22 @@ def test_stacked_fold_jobs_equal_the_fold_by_fold_run_and_resume_per_member(
     assert (_predictions(resumed).y_pred - got.y_pred).abs().max() <= TOLERANCE
 
 
-def test_by_default_a_cpu_run_fits_its_folds_one_by_one(chain, tmp_path):
-    """``train.stacking: auto`` stacks on CUDA only: here every network fold is its own job."""
-    run = run_drug_experiment(_config(chain, stacking="auto"), tmp_path, out=tmp_path / "auto",
-                              progress=False)
-    jobs = run.path / "jobs"
+def test_by_default_a_cpu_run_stacks_a_small_networks_folds_and_fits_a_large_ones_one_by_one(
+        chain, tmp_path, monkeypatch):
+    """``train.stacking: auto`` on CPU stacks networks of at most
+    ``CPU_STACKING_MAX_PARAMETERS`` (here 1,000 genes x [16, 8]: 16,161) and fits larger ones
+    fold by fold, each fold its own job."""
+    config = _config(chain, stacking="auto")
+    assert parameter_count(1000, config.network) == 16_161 <= CPU_STACKING_MAX_PARAMETERS
+    small = run_drug_experiment(config, tmp_path, out=tmp_path / "small", progress=False)
+    assert len(list((small.path / "jobs").glob("batch-target-*"))) == 2
+    member_timing = small.path / "jobs" / "target-l2sp-r1-f2" / "timing.json"
+    assert '"batched": true' in member_timing.read_text()
+    monkeypatch.setattr(batched, "CPU_STACKING_MAX_PARAMETERS", 16_160)  # one weight too many
+    large = run_drug_experiment(config, tmp_path, out=tmp_path / "large", progress=False)
+    jobs = large.path / "jobs"
     assert not list(jobs.glob("batch-*"))
     timing = (jobs / "target-l2sp-r1-f2" / "timing.json").read_text()
     assert '"batched"' not in timing
+    got, want = _predictions(small), _predictions(large)
+    assert (got.y_pred - want.y_pred).abs().max() <= TOLERANCE

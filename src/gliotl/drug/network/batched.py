@@ -24,10 +24,11 @@ reproducible and independent of the chunking, but not a sequential CUDA fit's ma
 step's kernel count does not grow with the number of models (Adam's multi-tensor launches
 aside). Early stopping reads all validation losses from one stacked forward pass.
 
-Whether to stack is ``TrainConfig.stacking`` (:func:`stacking_chosen`: by default on CUDA only,
-measured slower than sequential fits on CPU). What cannot be stacked runs sequentially, and
-:func:`batch_refusal` says why: optimisers other than Adam, multi-task responses, and members
-whose architecture or per-layer rules differ.
+Whether to stack is ``TrainConfig.stacking`` (:func:`stacking_chosen`: by default on CUDA, and
+on CPU for networks small enough that shared launch and Python overhead outweighs each model's
+own memory traffic, :data:`CPU_STACKING_MAX_PARAMETERS`). What cannot be stacked runs
+sequentially, and :func:`batch_refusal` says why: optimisers other than Adam, multi-task
+responses, and members whose architecture or per-layer rules differ.
 """
 
 from __future__ import annotations
@@ -84,17 +85,30 @@ def _rule_key(rule: LayerTraining) -> tuple:
             rule.zero_l2)
 
 
-def stacking_chosen(train: TrainConfig, device: torch.device) -> bool:
-    """Whether fits with ``train`` on ``device`` are stacked (``train.stacking``).
+#: The largest network (weights and biases) that ``stacking: auto`` stacks on a CPU. 30 stacked
+#: fine-tunes measured 2.0-2.3x the speed of the same fits one by one at 130 k parameters and
+#: 1.65-1.9x at 194 k (1 thread; 2.95x and 2.65x at 2 threads), 1.1x at 397 k and 0.47x at the
+#: paper's 6.3 M (``bench_drug.py --stack-sizes``, RESULTS.md): below this bound a stacked batch
+#: job on one worker is about as fast as its folds spread over two, or faster.
+CPU_STACKING_MAX_PARAMETERS = 150_000
 
-    ``auto`` stacks on CUDA only. On CPU a step of the paper network is bound by the memory
-    traffic of each model's own weights, gradients and Adam moments, which stacking cannot
-    share: 30 stacked fine-tunes measured 0.73x the speed of the same fits one after another
-    (``benchmarks/bench_drug.py``, RESULTS.md), and sequential fits leave a run's workers
-    free to take folds in parallel.
+
+def stacking_chosen(train: TrainConfig, device: torch.device,
+                    n_parameters: int | None = None) -> bool:
+    """Whether fits with ``train`` of a network of ``n_parameters`` on ``device`` are stacked
+    (``train.stacking``).
+
+    ``auto`` stacks on CUDA, and on CPU when the network is known to have at most
+    :data:`CPU_STACKING_MAX_PARAMETERS`. On CPU a step of the paper network is bound by the
+    memory traffic of each model's own weights, gradients and Adam moments, which stacking
+    cannot share: 30 stacked fine-tunes measured 0.73x the speed of the same fits one after
+    another, and sequential fits leave a run's workers free to take folds in parallel; a small
+    network's step is launch and Python overhead, which stacking shares.
     """
     if train.stacking == "auto":
-        return device.type == "cuda"
+        if device.type == "cuda":
+            return True
+        return n_parameters is not None and n_parameters <= CPU_STACKING_MAX_PARAMETERS
     return train.stacking == "always"
 
 
@@ -157,7 +171,9 @@ def train_networks(
     """
     if not members:
         return []
-    if not stacking_chosen(train, members[0].X.device) or batch_refusal(members, train) is not None:
+    n_parameters = sum(p.numel() for p in members[0].net.parameters())
+    if (not stacking_chosen(train, members[0].X.device, n_parameters)
+            or batch_refusal(members, train) is not None):
         return [train_network(m.net, m.X, m.y, train, m.rules, seed=m.seed) for m in members]
     budget = chunk_budget(members[0].X.device) if chunk_bytes is None else chunk_bytes
     size = members_per_chunk(members[0].net, members[0].rules, train, budget)
@@ -543,5 +559,6 @@ def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     return tensor.pin_memory().to(device, non_blocking=True)
 
 
-__all__ = ["HASHED_DROPOUT_DEVICES", "BatchMember", "batch_refusal", "chunk_budget",
-           "hashed_keep_mask", "members_per_chunk", "stacking_chosen", "train_networks"]
+__all__ = ["CPU_STACKING_MAX_PARAMETERS", "HASHED_DROPOUT_DEVICES", "BatchMember", "batch_refusal",
+           "chunk_budget", "hashed_keep_mask", "members_per_chunk", "stacking_chosen",
+           "train_networks"]

@@ -94,10 +94,11 @@ class TrainConfig(StrictModel):
     stacking: Literal["auto", "always", "never"] = Field(
         default="auto",
         description="train independent fits of these settings as one stacked model "
-                    "(gliotl.drug.network.batched): 'auto' stacks on CUDA only, where a small "
-                    "fit leaves the device idle; on CPU the paper network's fits measured "
-                    "faster one after another (benchmarks/RESULTS.md). Either way each model "
-                    "equals its sequential fit within float32 rounding.",
+                    "(gliotl.drug.network.batched): 'auto' stacks on CUDA, where a small "
+                    "fit leaves the device idle, and on CPU for networks of at most "
+                    "150,000 parameters; the paper network's CPU fits measured faster one "
+                    "after another (benchmarks/RESULTS.md). Either way each model equals its "
+                    "sequential fit within float32 rounding.",
     )
 
 
@@ -192,6 +193,13 @@ class DrugResponseNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self._out_act(self.dense_layers[-1](self.hidden(x)))
         return out.squeeze(-1) if self.n_outputs == 1 else out
+
+
+def parameter_count(n_genes: int, config: NetworkConfig | None = None, n_outputs: int = 1) -> int:
+    """Weights and biases of a :class:`DrugResponseNet` of this shape, without building it
+    (the stacking choice reads it before any network exists)."""
+    sizes = [n_genes, *(config or NetworkConfig()).hidden, n_outputs]
+    return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
 
 
 def regulariser_values(net: DrugResponseNet, first_activation: torch.Tensor) -> dict[str, float]:
@@ -539,6 +547,7 @@ __all__ = [
     "NetworkConfig",
     "TrainConfig",
     "TrainResult",
+    "parameter_count",
     "predict_network",
     "regulariser_values",
     "split_validation",

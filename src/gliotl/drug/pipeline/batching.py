@@ -1,6 +1,7 @@
 """Fold jobs of one network method trained as one stacked model (issue 17), where the
-method's ``train.stacking`` chooses it (by default on CUDA only; on CPU fold jobs run one by one,
-in parallel across workers, which measured faster).
+method's ``train.stacking`` chooses it (by default on CUDA, and on CPU for small networks; a
+CPU run of the paper network fits its fold jobs one by one, in parallel across workers, which
+measured faster).
 
 A stage's fold jobs stay the unit of resume: each keeps its own ``jobs/<id>/`` and result. Before
 the stage runs, the pending fold jobs of each network method (whose estimator is a
@@ -35,8 +36,9 @@ if TYPE_CHECKING:
 
 def _fine_tuner(request: FoldRequest) -> Any:
     """The request's estimator when it is a network fine-tuner whose training settings choose
-    stacking on this machine's device (``train.stacking``; by default CUDA only), else None."""
+    stacking on this machine's device for its network's size (``train.stacking``), else None."""
     from gliotl.drug.methods.registry import SourceNetworkFineTuner, method_kind
+    from gliotl.drug.network.model import parameter_count
 
     entry = method_kind(request.method.kind)
     if entry.annotation is not None:
@@ -44,7 +46,13 @@ def _fine_tuner(request: FoldRequest) -> Any:
     estimator = entry.build(request.method, request.context)
     if type(estimator) is not SourceNetworkFineTuner:
         return None
-    return estimator if stacking_chosen(estimator.train, resolve_device("auto")) else None
+    n_genes = request.step.read().X.shape[1]  # read once per step (cached)
+    top_k = request.method.preprocessing.top_k_variance
+    if top_k is not None:
+        n_genes = min(n_genes, top_k)
+    n_parameters = parameter_count(n_genes, estimator.network)
+    chosen = stacking_chosen(estimator.train, resolve_device("auto"), n_parameters)
+    return estimator if chosen else None
 
 
 def fit_predict_many(requests: list[FoldRequest], data: StepData,
