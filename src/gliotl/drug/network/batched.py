@@ -46,6 +46,7 @@ from gliotl.drug.network.model import (
     LayerTraining,
     TrainConfig,
     TrainResult,
+    parameter_count,
     split_validation,
     train_network,
     useful_flops_per_sample,
@@ -171,7 +172,8 @@ def train_networks(
     """
     if not members:
         return []
-    n_parameters = sum(p.numel() for p in members[0].net.parameters())
+    net = members[0].net  # counted as the fold planner counts it, before any network existed
+    n_parameters = parameter_count(net.n_genes, net.config, net.n_outputs)
     if (not stacking_chosen(train, members[0].X.device, n_parameters)
             or batch_refusal(members, train) is not None):
         return [train_network(m.net, m.X, m.y, train, m.rules, seed=m.seed) for m in members]
